@@ -1,0 +1,14 @@
+"""Shared building blocks: one place for each, reused by every paper's file."""
+from .attention import MultiHeadSelfAttention
+from .conv import ConvNormAct
+from .create_act import create_act
+from .drop import DropPath
+from .helpers import (check_choice, check_divisible, check_positive_int, make_divisible, reduced_channels,
+                      to_2tuple)
+from .mlp import Mlp
+from .norm import LayerNorm2d
+
+__all__ = [
+    "MultiHeadSelfAttention", "ConvNormAct", "create_act", "DropPath", "check_choice", "check_divisible",
+    "check_positive_int", "make_divisible", "reduced_channels", "to_2tuple", "Mlp", "LayerNorm2d",
+]

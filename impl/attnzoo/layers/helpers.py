@@ -1,0 +1,54 @@
+"""Small argument helpers shared by every module."""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+def make_divisible(value: float, divisor: int = 8, min_value: int | None = None, round_limit: float = 0.9) -> int:
+    """Round ``value`` to the nearest multiple of ``divisor`` without dropping below ``round_limit`` of it."""
+    min_value = min_value or divisor
+    new = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if new < round_limit * value:
+        new += divisor
+    return new
+
+
+def to_2tuple(x: Any) -> tuple:
+    if isinstance(x, (tuple, list)):
+        if len(x) != 2:
+            raise ValueError(f"expected an int or a pair, got {x!r}")
+        return tuple(x)
+    return (x, x)
+
+
+def check_positive_int(name: str, value: Any) -> int:
+    """Return ``value`` if it is a positive int, else raise a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def check_divisible(name: str, value: int, divisor: int, divisor_name: str) -> None:
+    if value % divisor:
+        raise ValueError(f"{name}={value} must be divisible by {divisor_name}={divisor}")
+
+
+def check_choice(name: str, value: Any, choices) -> Any:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {sorted(choices)}, got {value!r}")
+    return value
+
+
+def reduced_channels(channels: int, rd_ratio: float | None = 1 / 16, rd_channels: int | None = None,
+                     rd_divisor: int = 1, min_channels: int = 1) -> int:
+    """Width of a bottleneck: ``rd_channels`` if given, else ``channels * rd_ratio`` rounded to ``rd_divisor``."""
+    check_positive_int("channels", channels)
+    if rd_channels is not None:
+        return check_positive_int("rd_channels", rd_channels)
+    if rd_ratio is None or not 0 < rd_ratio <= 1:
+        raise ValueError(f"rd_ratio must be in (0, 1], got {rd_ratio!r}")
+    raw = channels * rd_ratio
+    if rd_divisor > 1:
+        return make_divisible(raw, rd_divisor, round_limit=0.0)
+    return max(min_channels, int(math.floor(raw + 1e-6)) or min_channels)

@@ -1,0 +1,125 @@
+"""Vision Transformer (Dosovitskiy et al., ICLR 2021, arXiv:2010.11929).
+
+The image is cut into P x P patches, each linearly embedded (a stride-P convolution); a learnable [class]
+token and learnable 1D position embeddings are added, and L pre-norm transformer blocks follow:
+x = x + MSA(LN(x)); x = x + MLP(LN(x)). The class token's final LayerNorm output feeds a linear head.
+
+Sizes: ViT-B/16 (768 wide, 12 deep, 12 heads) and ViT-L/16 from the paper (Table 1); ViT-Ti and ViT-S
+(192/3 heads and 384/6 heads, 12 deep) are the smaller configurations introduced by DeiT (Touvron et al.,
+ICML 2021, Table 1), since the ViT paper itself starts at Base.
+
+Departures: any input size works. Inputs whose sides are not multiples of P are zero-padded on the right
+and bottom, and the position embeddings (learned for ``img_size``) are bicubically resized to the actual
+patch grid, as the paper does when fine-tuning at a higher resolution (Sec. 3.2). The head is a single
+linear layer (the paper's fine-tuning head); the pre-training MLP head with one hidden layer is not included.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..layers import DropPath, Mlp, MultiHeadSelfAttention, check_positive_int
+from ..registry import register_model
+
+
+class PatchEmbed(nn.Module):
+    """(N, C, H, W) -> (N, ceil(H/P) * ceil(W/P), D) tokens, plus the grid size."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, patch_size)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        p = self.patch_size
+        pad_h, pad_w = (-x.shape[-2]) % p, (-x.shape[-1]) % p
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        x = self.proj(x)
+        return x.flatten(2).transpose(1, 2), (x.shape[-2], x.shape[-1])
+
+
+class Block(nn.Module):
+    """Pre-norm transformer encoder block on (N, L, D) tokens."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 drop: float = 0.0, drop_path: float = 0.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attn = MultiHeadSelfAttention(dim, num_heads, qkv_bias, proj_drop=drop)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class VisionTransformer(nn.Module):
+    """(N, in_chans, H, W) -> (N, num_classes) logits; any H, W >= 1.
+
+    Args:
+        img_size: the resolution the position embeddings are laid out for. patch_size: P.
+        embed_dim, depth, num_heads, mlp_ratio: the transformer's size. qkv_bias: biases in Q, K, V.
+        drop_rate: dropout after the embedding and in blocks. drop_path_rate: stochastic depth, linear over blocks.
+    """
+
+    def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, num_classes: int = 1000,
+                 embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
+                 qkv_bias: bool = True, drop_rate: float = 0.0, drop_path_rate: float = 0.0):
+        super().__init__()
+        for name, value in dict(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
+                                num_classes=num_classes, depth=depth).items():
+            check_positive_int(name, value)
+        if img_size % patch_size:
+            raise ValueError(f"img_size={img_size} must be a multiple of patch_size={patch_size}")
+        self.grid = img_size // patch_size
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.pos_embed = nn.Parameter(torch.randn(1, 1 + self.grid ** 2, embed_dim) * 0.02)
+        self.pos_drop = nn.Dropout(drop_rate)
+        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        self.blocks = nn.Sequential(*[Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, r) for r in rates])
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.num_features = embed_dim
+        self.head = nn.Linear(embed_dim, num_classes)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+
+    def position_embedding(self, grid_hw: tuple[int, int]) -> torch.Tensor:
+        """Position embeddings (1, 1 + gh*gw, D) for a patch grid, resized from the learned grid if needed."""
+        if grid_hw == (self.grid, self.grid):
+            return self.pos_embed
+        cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
+        patch_pos = patch_pos.reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)
+        patch_pos = F.interpolate(patch_pos, size=grid_hw, mode="bicubic", align_corners=False)
+        return torch.cat([cls_pos, patch_pos.flatten(2).transpose(1, 2)], dim=1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, 1 + L, D) normalized tokens, class token first."""
+        x, grid_hw = self.patch_embed(x)
+        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
+        x = self.pos_drop(x + self.position_embedding(grid_hw))
+        return self.norm(self.blocks(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x)[:, 0])
+
+
+_VARIANTS = {
+    "vit_tiny_patch16_224": dict(embed_dim=192, depth=12, num_heads=3),
+    "vit_small_patch16_224": dict(embed_dim=384, depth=12, num_heads=6),
+    "vit_base_patch16_224": dict(embed_dim=768, depth=12, num_heads=12),
+    "vit_large_patch16_224": dict(embed_dim=1024, depth=24, num_heads=16),
+}
+for _name, _cfg in _VARIANTS.items():
+    register_model(_name, VisionTransformer, img_size=224, patch_size=16, **_cfg)
