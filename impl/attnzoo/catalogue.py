@@ -31,7 +31,7 @@ def categories() -> list[str]:
 
 def category_title(category: str) -> str:
     special = {"cnn": "CNN backbones", "mlp": "MLP-like models", "plug-and-play": "Plug-and-play modules"}
-    return special.get(category, category.replace("-", " ").capitalize().replace("Channel spatial", "Channel & spatial"))
+    return special.get(category, category.replace("-", " ").capitalize().replace("Channel spatial", "Channel and spatial"))
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""The ``attnzoo`` command line: check, readme, run, new, book."""
+"""The ``attnzoo`` command line: check, readme, run, new, book, links."""
 from __future__ import annotations
 
 import argparse
@@ -9,10 +9,10 @@ from .paths import project_root
 from .problems import ProblemsError
 
 
-def _print_problems(problems, stream=sys.stderr) -> None:
+def _print_problems(problems) -> None:
     for p in problems:
-        print(f"error: {p}", file=stream)
-    print(f"{len(problems)} problem(s) found", file=stream)
+        print(f"error: {p}", file=sys.stderr)
+    print(f"{len(problems)} problem(s) found", file=sys.stderr)
 
 
 def cmd_check(args) -> int:
@@ -128,6 +128,22 @@ def cmd_book(args) -> int:
     return 0 if args.no_build else build(args.root)
 
 
+def cmd_links(args) -> int:
+    from .catalogue import load_catalogue
+    from .links import check_links, network_available
+
+    if not network_available():
+        print("skipped: no network (the link check needs internet access)")
+        return 0
+    entries, _ = load_catalogue(args.root)
+    problems = check_links(entries, timeout=args.timeout)
+    if problems:
+        _print_problems(problems)
+        return 1
+    print(f"ok: every link of {len(entries)} entries answered")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="attnzoo", description="Attention Zoo: catalogue, notebooks and book.")
     parser.add_argument("--root", type=Path, default=None, help="project checkout (default: found from cwd)")
@@ -145,13 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("id", help="the new entry's id (lowercase letters, digits, hyphens)")
     p = sub.add_parser("book", help="generate the book's TOC and index pages from the catalogue and build the site")
     p.add_argument("--no-build", action="store_true", help="only generate the TOC and pages")
+    p = sub.add_parser("links", help="fetch every catalogue link (maintainers; skipped without network)")
+    p.add_argument("--timeout", type=float, default=15.0, help="seconds per request (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
         args.root = (args.root or project_root()).resolve()
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return {"check": cmd_check, "readme": cmd_readme, "run": cmd_run, "new": cmd_new, "book": cmd_book}[args.command](args)
+    return {"check": cmd_check, "readme": cmd_readme, "run": cmd_run, "new": cmd_new, "book": cmd_book,
+            "links": cmd_links}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,8 @@ def sort_key(e: Entry) -> tuple:
 
 
 def anchor(category: str) -> str:
-    return category_title(category).lower().replace("&", "").replace(" ", "-").replace("--", "-")
+    """The GitHub/MyST slug of the category's heading."""
+    return category_title(category).lower().replace(" ", "-")
 
 
 def notebook_cell(e: Entry, notebook_link) -> str:
