@@ -29,8 +29,10 @@ def test_macs_match_paper(entry_id, rep):
     model = _build(rep["variant"], rep)
     res = rep.get("resolution", 224)
     gmacs = count_macs(model, torch.zeros(1, 3, res, res)) / 1e9
-    # Papers differ in what they count (some omit the head, BN, or pooling); 10 % tolerance.
-    assert gmacs == pytest.approx(rep["gflops"], rel=0.10), f"{entry_id}: {rep['variant']} ({rep['source']})"
+    # Papers differ in what they count (some omit the head, BN, or pooling): 10 % tolerance, or a wider one
+    # that the entry justifies in its note.
+    tol = rep.get("macs_rel_tol", 0.10)
+    assert gmacs == pytest.approx(rep["gflops"], rel=tol), f"{entry_id}: {rep['variant']} ({rep['source']})"
 
 
 def test_there_are_reported_figures():

@@ -7,8 +7,9 @@ from .helpers import (check_choice, check_divisible, check_positive_int, make_di
                       to_2tuple)
 from .mlp import Mlp
 from .norm import LayerNorm2d
+from .tokens import check_hw, tokens_to_grid
 
 __all__ = [
     "MultiHeadSelfAttention", "ConvNormAct", "create_act", "DropPath", "check_choice", "check_divisible",
-    "check_positive_int", "make_divisible", "reduced_channels", "to_2tuple", "Mlp", "LayerNorm2d",
+    "check_positive_int", "make_divisible", "reduced_channels", "to_2tuple", "Mlp", "LayerNorm2d", "check_hw", "tokens_to_grid",
 ]

@@ -1,0 +1,88 @@
+"""Self-calibrated convolutions (Liu, Hou, Cheng, Wang & Feng, "Improving Convolutional Networks with
+Self-Calibrated Convolutions", CVPR 2020; no arXiv version).
+
+A self-calibrated convolution replaces a 3x3 convolution C -> C with the same number of weights, split into four
+C/2 -> C/2 kernels K1..K4, and lets part of the output be steered by a low-resolution view of the input. The input
+is split along the channels into X1 and X2:
+
+* X1 -> Y1 = K1 * X1, an ordinary convolution (keeps the original spatial detail);
+* X2 -> self-calibration: T2 = Up(K2 * AvgPool_r(X2)) sees an r times larger field of view (r = 4),
+  Y2' = (K3 * X2) . sigmoid(X2 + T2), and Y2 = K4 * Y2'.
+
+The output is [Y1, Y2]. The calibration gate sigmoid(X2 + T2) depends on the context around each position, so
+it acts as a spatial, per-channel attention on the K3 response; every convolution is 3x3, followed by
+BatchNorm (and ReLU after K1 and K4) in the authors' code.
+
+Registered: ``scconv`` (N, C, H, W) -> (N, C, H, W) (stride 1 by default, C even), and ``scnet50``, ResNet-50 with
+the 3x3 convolution of every bottleneck replaced by a self-calibrated one (stride on K1 and K4, the ResNet v1.5
+placement used by the authors' SCNet). The authors' two 1x1 input convolutions conv1_a / conv1_b (C_in -> C/2
+each, each with its BatchNorm) are exactly one 1x1 convolution C_in -> C with BatchNorm split in two halves,
+which is what our bottleneck's conv1 followed by the channel split computes. SCNet-50: 25.56 M parameters,
+4.0 G MAdds (authors' README; the paper's ImageNet table).
+
+Departures: the paper's equations have no normalization; we follow the code (BatchNorm after every K, ReLU after
+K1 and K4, nearest-neighbour upsampling). The pooling takes min(r, H) x min(r, W) windows with ``ceil_mode`` so
+that maps smaller than r, or not divisible by r, still work (the code's AvgPool2d(r) fails below r and drops
+the remainder rows otherwise); for sizes divisible by r the two agree.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..layers import ConvNormAct, check_choice, check_positive_int
+from ..models.resnet import DEPTHS, Bottleneck, ResNet
+from ..registry import register_attention, register_model
+
+
+@register_attention("scconv")
+class SelfCalibratedConv(nn.Module):
+    """(N, C, H, W) -> (N, C, H', W'): [K1 * X1, K4 * ((K3 * X2) . sigmoid(X2 + Up(K2 * Pool_r(X2))))].
+
+    Args:
+        channels: C (even). stride: stride of K1 and K4 (1 keeps the size).
+        pooling_r: down-sampling factor r of the calibration branch (paper: 4).
+        act: activation after K1 and K4 (code: ReLU; None for a purely linear-gated convolution).
+    """
+
+    def __init__(self, channels: int, stride: int = 1, pooling_r: int = 4, act: str | None = "relu"):
+        super().__init__()
+        check_positive_int("channels", channels)
+        if channels % 2:
+            raise ValueError(f"channels must be even (the input is split into two halves), got {channels}")
+        check_positive_int("stride", stride)
+        self.pooling_r = check_positive_int("pooling_r", pooling_r)
+        half = channels // 2
+        self.k1 = ConvNormAct(half, half, 3, stride, act=act)
+        self.k2 = ConvNormAct(half, half, 3, act=None)
+        self.k3 = ConvNormAct(half, half, 3, act=None)
+        self.k4 = ConvNormAct(half, half, 3, stride, act=act)
+
+    def calibration(self, x2: torch.Tensor) -> torch.Tensor:
+        """The gate sigmoid(X2 + Up(K2 * AvgPool_r(X2))), shape of x2."""
+        h, w = x2.shape[-2:]
+        kernel = (min(self.pooling_r, h), min(self.pooling_r, w))
+        small = self.k2(F.avg_pool2d(x2, kernel, kernel, ceil_mode=True))
+        return torch.sigmoid(x2 + F.interpolate(small, size=(h, w), mode="nearest"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x.chunk(2, dim=1)
+        y2 = self.k4(self.k3(x2) * self.calibration(x2))
+        return torch.cat([self.k1(x1), y2], dim=1)
+
+
+def scnet(depth: int = 50, pooling_r: int = 4, **kwargs) -> ResNet:
+    """SCNet: a ResNet whose bottleneck 3x3 convolutions (conv-BN-ReLU) are self-calibrated convolutions."""
+    model = ResNet(**DEPTHS[check_choice("depth", depth, DEPTHS)], **kwargs)
+    for block in model.modules():
+        if isinstance(block, Bottleneck):
+            conv = block.conv2[0]
+            block.conv2 = SelfCalibratedConv(conv.out_channels, conv.stride[0], pooling_r)
+    for m in model.modules():  # the new convolutions get the ResNet's initialization
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return model
+
+
+register_model("scnet50", scnet, depth=50)

@@ -1,0 +1,123 @@
+"""Selective Kernel convolution and SKNet (Li, Wang, Hu & Yang, "Selective Kernel Networks", CVPR 2019,
+arXiv:1903.06586).
+
+A neuron's receptive field should depend on the input. An SK convolution runs M branches with different
+receptive fields on the same input and lets the input choose, channel by channel, how to mix them:
+
+1. Split: U_m = ReLU(BN(conv_m(X))), m = 1..M; the paper's SK[M=2] uses a 3x3 and a 5x5 grouped convolution,
+   the 5x5 realised as a 3x3 with dilation 2 (same receptive field, fewer parameters).
+2. Fuse: s = avgpool(sum_m U_m) (a C-vector), z = ReLU(BN(W s)) with d = max(C / r, L) units (r = 16, L = 32).
+3. Select: a softmax across the branches for every channel, a_m = softmax_m(A_m z), and V = sum_m a_m * U_m.
+
+SKNet-50 is ResNeXt-50 (32x4d) with the 3x3 grouped convolution of every bottleneck replaced by SK[M=2, G=32,
+r=16, L=32]: bottleneck widths 128, 256, 512, 1024, outputs 256, 512, 1024, 2048 (Table 1 of the paper).
+Registered as ``sknet50``: 27.5 M parameters and 4.47 GFLOPs in the paper (Table 2).
+
+Parameter count, and the known bug: several public re-implementations build the branches as dense (groups=1)
+convolutions with ever larger kernels (e.g. 3, 5, 7) plus a separate linear layer per branch, which inflates an
+SK unit by an order of magnitude (at C = 128, three dense branches alone give 459 k parameters against 22 k for
+the paper's unit) and a "SKNet-50" far beyond 27.5 M. Here the branches are grouped (G = 32) 3x3 convolutions with dilations 1 and 2, the fuse layer is a
+bias-free 1x1 conv + BN + ReLU and the select layer is one bias-free 1x1 conv producing M x C logits, as in the
+authors' Caffe prototxt; SKNet-50 then has 27.48 M parameters.
+
+As an attention module (``create_attention("sk", C)``) the unit maps C channels to C channels, stride 1.
+
+Departures: downsampling follows the package's ResNet v1.5 convention (stride on the SK convolution; the
+authors' ResNeXt-style Caffe model does the same); identical parameters.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from ..layers import ConvNormAct, DropPath, check_divisible, check_positive_int, reduced_channels
+from ..models.resnet import BLOCKS, ResNet, _shortcut
+from ..registry import register_attention, register_model
+
+
+@register_attention("sk")
+class SelectiveKernel(nn.Module):
+    """(N, C, H, W) -> (N, C_out, H / stride, W / stride): a selective-kernel convolution.
+
+    Args:
+        channels: C. out_channels: C_out (default C). stride: of every branch.
+        dilations: one 3x3 branch per dilation (paper: (1, 2), i.e. 3x3 and "5x5").
+        groups: of the branch convolutions (paper: 32). rd_ratio / min_rd: fuse width d = max(C_out r, L)
+        (paper: r = 1/16, L = 32).
+    """
+
+    def __init__(self, channels: int, out_channels: int | None = None, stride: int = 1,
+                 dilations: tuple[int, ...] = (1, 2), groups: int = 32, rd_ratio: float = 1 / 16, min_rd: int = 32):
+        super().__init__()
+        check_positive_int("channels", channels)
+        out_channels = channels if out_channels is None else check_positive_int("out_channels", out_channels)
+        check_positive_int("stride", stride)
+        check_positive_int("groups", groups)
+        check_divisible("channels", channels, groups, "groups")
+        check_divisible("out_channels", out_channels, groups, "groups")
+        if len(dilations) < 2 or any(check_positive_int("dilations[i]", d) is None for d in dilations):
+            raise ValueError(f"dilations must list at least two positive integers, got {dilations!r}")
+        rd = max(reduced_channels(out_channels, rd_ratio), check_positive_int("min_rd", min_rd))
+        self.out_channels = out_channels
+        self.branches = nn.ModuleList(ConvNormAct(channels, out_channels, 3, stride, groups=groups, dilation=d)
+                                      for d in dilations)
+        self.fuse = ConvNormAct(out_channels, rd, 1)
+        self.select = nn.Conv2d(rd, out_channels * len(dilations), 1, bias=False)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([branch(x) for branch in self.branches], dim=1)  # (N, M, C, H, W)
+
+    def _select(self, feats: torch.Tensor) -> torch.Tensor:
+        n, m, c = feats.shape[:3]
+        s = feats.sum(dim=1).mean(dim=(2, 3), keepdim=True)
+        return self.select(self.fuse(s)).view(n, m, c).softmax(dim=1)
+
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        """Selection weights a_m per channel, shape (N, M, C_out); they sum to one over the M branches."""
+        return self._select(self._split(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self._split(x)
+        a = self._select(feats)
+        return (feats * a[..., None, None].to(feats.dtype)).sum(dim=1)
+
+
+class SKBottleneck(nn.Module):
+    """ResNeXt bottleneck with an SK convolution in place of its grouped 3x3 (one "SK unit" of SKNet).
+
+    ``width`` is the ResNet stage width (64, 128, 256, 512); the SK convolution runs at ``width * 2`` channels
+    (32 groups of 4 at stage 1, the 32x4d setting) and the block outputs ``width * 4``.
+    """
+
+    expansion = 4
+    width_factor = 2
+
+    def __init__(self, in_ch: int, width: int, stride: int = 1, attn: Callable | None = None, drop_path: float = 0.0):
+        super().__init__()
+        mid, out_ch = width * self.width_factor, width * self.expansion
+        self.conv1 = ConvNormAct(in_ch, mid, 1)
+        self.conv2 = SelectiveKernel(mid, stride=stride)
+        self.conv3 = ConvNormAct(mid, out_ch, 1, act=None)
+        self.attn = attn(out_ch) if attn else nn.Identity()
+        self.shortcut = _shortcut(in_ch, out_ch, stride)
+        self.drop_path = DropPath(drop_path)
+        self.act = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.attn(self.conv3(self.conv2(self.conv1(x))))
+        return self.act(self.drop_path(y) + self.shortcut(x))
+
+
+# The ResNet skeleton (stem, four stages, head) takes its block type by name; SKNet only swaps the block.
+BLOCKS.setdefault("sk", SKBottleneck)
+
+
+def sknet(layers: tuple[int, ...] = (3, 4, 6, 3), **kwargs) -> ResNet:
+    """SKNet: the ResNet skeleton with SK units (ResNeXt 32x4d widths) in every stage."""
+    return ResNet(block="sk", layers=layers, **kwargs)
+
+
+register_model("sknet50", sknet, layers=(3, 4, 6, 3))
+register_model("sknet101", sknet, layers=(3, 4, 23, 3))
