@@ -22,28 +22,30 @@ from attnzoo import create_attention, list_attention
 from attnzoo.nbtools import count_macs, count_params
 from attnzoo.registry import attention_entry
 
-# Our registry name -> (timm factory name or callable, kwargs) for the same mechanism at the same settings.
+# Our registry name -> a function building timm's module for the same mechanism with the same settings.
+def _timm(path: str, **kwargs):
+    def build(channels: int, h: int, w: int):
+        import importlib
+
+        module_name, cls = path.rsplit(".", 1)
+        return getattr(importlib.import_module(module_name), cls)(channels, **kwargs)
+    return build
+
+
 TIMM_EQUIVALENTS = {
-    "se": ("se", {"rd_ratio": 1 / 16}),
-    "eca": ("eca", {}),
-    "cbam": ("cbam", {"rd_ratio": 1 / 16}),
-    "gc": ("gc", {}),
-    "sk": ("sk", {}),
-    "gather_excite": ("ge", {}),
-    "non_local": ("nl", {}),
-    "halo": ("halo", {}),
-    "coord_attn": ("CoordAttn", {}),
+    "se": _timm("timm.layers.squeeze_excite.SEModule", rd_ratio=1 / 16, rd_divisor=1),
+    "eca": _timm("timm.layers.eca.EcaModule"),  # adaptive kernel size, gamma 2, b 1, as ours
+    "cbam": _timm("timm.layers.cbam.CbamModule", rd_ratio=1 / 16, rd_divisor=1, mlp_bias=True),
+    "gc": _timm("timm.layers.global_context.GlobalContext", fuse_add=True, fuse_scale=False, init_last_zero=True,
+                rd_ratio=1 / 16, rd_divisor=1),
+    "sk": lambda c, h, w: _timm("timm.layers.selective_kernel.SelectiveKernel", groups=32, split_input=False,
+                                rd_channels=max(32, c // 16))(c, h, w),
+    "ge_theta_minus": _timm("timm.layers.gather_excite.GatherExcite", extent=0, extra_params=False, use_mlp=False),
+    "non_local": _timm("timm.layers.non_local_attn.NonLocalAttn", use_scale=False, rd_ratio=1 / 2, rd_divisor=1),
+    "halo": _timm("timm.layers.halo_attn.HaloAttn", num_heads=8, block_size=8, halo_size=3),
+    "coord_attn": _timm("timm.layers.coord_attn.CoordAttn", rd_ratio=1 / 32, rd_divisor=8),
 }
 SIZES = [(8, 64, 56, 56), (8, 256, 14, 14)]
-
-
-def timm_module(name: str, channels: int):
-    import timm.layers as tl
-
-    factory, kwargs = TIMM_EQUIVALENTS[name]
-    if hasattr(tl, factory):
-        return getattr(tl, factory)(channels, **kwargs)
-    return tl.create_attn(factory, channels, **kwargs)
 
 
 def _step(module, x, kw):
@@ -104,7 +106,7 @@ def run(names, device, reps):
             ref = None
             if have_timm and name in TIMM_EQUIVALENTS and not kw:
                 try:
-                    ref = timm_module(name, c).to(device).train()
+                    ref = TIMM_EQUIVALENTS[name](c, h, w).to(device).train()
                     modules.append(ref)
                 except Exception as exc:
                     print(f"timm {name}: {type(exc).__name__}: {exc}")

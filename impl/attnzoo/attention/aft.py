@@ -41,17 +41,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import check_divisible, check_positive_int, to_2tuple
+from ..layers import check_divisible, check_hw, check_positive_int
 from ..registry import register_attention
 
-
-def _check_hw(hw, length: int) -> tuple[int, int]:
-    if hw is None:
-        raise ValueError("aft_conv needs the token grid: call it as module(x, hw=(H, W))")
-    h, w = to_2tuple(hw)
-    if h * w != length:
-        raise ValueError(f"hw={tuple(hw)} does not match the number of tokens L={length} (H * W must equal L)")
-    return h, w
 
 
 class _AFTBase(nn.Module):
@@ -140,7 +132,7 @@ class AFTConv(_AFTBase):
 
     def forward(self, x: torch.Tensor, hw=None) -> torch.Tensor:
         n, length, c = x.shape
-        h, w = _check_hw(hw, length)
+        h, w = check_hw(hw, length)
         q, ek, v = self._qkv(x)
         with torch.autocast(x.device.type, enabled=False):
             kernel = (torch.exp(self.pos_bias.float()) - 1).repeat_interleave(c // self.num_heads, dim=0)

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import DropPath, Mlp, check_positive_int, to_2tuple
+from ..layers import DropPath, Mlp, check_positive_int, to_2tuple, trunc_normal_init
 from ..layers.tokens import check_hw
 from ..registry import register_attention, register_model
 
@@ -124,14 +124,7 @@ class GFNet(nn.Module):
         self.num_features = embed_dim
         self.head = nn.Linear(embed_dim, num_classes)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(trunc_normal_init)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, L, D) normalized tokens, L = ceil(H / P) * ceil(W / P)."""

@@ -33,21 +33,15 @@ which is wrong for odd sizes).
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import DropPath, Mlp, check_divisible, check_positive_int, to_2tuple
+from ..layers import DropPath, Mlp, check_divisible, check_hw, check_positive_int, trunc_normal_init
 from ..registry import register_attention, register_model
 
-
-def _check_hw(hw, length: int) -> tuple[int, int]:
-    if hw is None:
-        raise ValueError("this module needs the token grid: call it as module(x, hw=(H, W))")
-    h, w = to_2tuple(hw)
-    if h * w != length:
-        raise ValueError(f"hw={tuple(hw)} does not match the number of tokens L={length} (H * W must equal L)")
-    return h, w
 
 
 def instance_norm_maps(attn: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
@@ -95,11 +89,11 @@ class EMSA(nn.Module):
         n, length, c = x.shape
         q = self.q(x).reshape(n, length, self.num_heads, self.head_dim).transpose(1, 2)
         if self.sr_ratio > 1:
-            h, w = _check_hw(hw, length)
+            h, w = check_hw(hw, length)
             grid = self.sr(x.transpose(1, 2).reshape(n, c, h, w))
             x = self.sr_norm(grid.flatten(2).transpose(1, 2))          # (N, L', C)
         elif hw is not None:
-            _check_hw(hw, length)
+            check_hw(hw, length)
         k, v = self.kv(x).reshape(n, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return q, k, v
 
@@ -207,14 +201,7 @@ class ResT(nn.Module):
         self.norm = nn.LayerNorm(in_dim)
         self.num_features = in_dim
         self.head = nn.Linear(in_dim, num_classes)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(partial(trunc_normal_init, types=(nn.Linear, nn.Conv2d)))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, num_features, H/32, W/32) (sizes rounded up)."""

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 
 from ..layers import ConvNormAct, DropPath, check_divisible, check_positive_int, reduced_channels
-from ..models.resnet import BLOCKS, ResNet, _shortcut
+from ..models.resnet import ResNet, projection_shortcut, register_block
 from ..registry import register_attention, register_model
 
 
@@ -101,7 +101,7 @@ class SKBottleneck(nn.Module):
         self.conv2 = SelectiveKernel(mid, stride=stride)
         self.conv3 = ConvNormAct(mid, out_ch, 1, act=None)
         self.attn = attn(out_ch) if attn else nn.Identity()
-        self.shortcut = _shortcut(in_ch, out_ch, stride)
+        self.shortcut = projection_shortcut(in_ch, out_ch, stride)
         self.drop_path = DropPath(drop_path)
         self.act = nn.ReLU(inplace=True)
 
@@ -111,7 +111,7 @@ class SKBottleneck(nn.Module):
 
 
 # The ResNet skeleton (stem, four stages, head) takes its block type by name; SKNet only swaps the block.
-BLOCKS.setdefault("sk", SKBottleneck)
+register_block("sk", SKBottleneck)
 
 
 def sknet(layers: tuple[int, ...] = (3, 4, 6, 3), **kwargs) -> ResNet:

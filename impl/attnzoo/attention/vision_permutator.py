@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import DropPath, Mlp, check_divisible, check_positive_int
+from ..layers import DropPath, Mlp, check_divisible, check_positive_int, trunc_normal_init
 from ..layers.tokens import check_hw
 from ..registry import register_attention, register_model
 
@@ -150,14 +150,7 @@ class VisionPermutator(nn.Module):
         self.norm = nn.LayerNorm(embed_dims[-1])
         self.num_features = embed_dims[-1]
         self.head = nn.Linear(embed_dims[-1], num_classes)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(trunc_normal_init)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, D, H', W') feature map after the last stage (before the final norm)."""

@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import ConvNormAct, DropPath, Mlp, MultiHeadSelfAttention, check_divisible, check_positive_int
+from ..layers import ConvNormAct, DropPath, Mlp, MultiHeadSelfAttention, check_divisible, check_positive_int, trunc_normal_init
 from ..layers.tokens import check_hw
 from ..registry import register_attention, register_model
 
@@ -182,14 +182,7 @@ class VOLO(nn.Module):
         self.aux_head = nn.Linear(embed_dims[1], num_classes)
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(trunc_normal_init)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, 1 + L, D) normalized tokens, class token first."""

@@ -3,6 +3,7 @@ from .attention import MultiHeadSelfAttention
 from .conv import ConvNormAct
 from .create_act import create_act
 from .drop import DropPath
+from .init import trunc_normal_init
 from .helpers import (check_choice, check_divisible, check_positive_int, make_divisible, reduced_channels,
                       to_2tuple)
 from .mlp import Mlp
@@ -11,5 +12,5 @@ from .tokens import check_hw, tokens_to_grid
 
 __all__ = [
     "MultiHeadSelfAttention", "ConvNormAct", "create_act", "DropPath", "check_choice", "check_divisible",
-    "check_positive_int", "make_divisible", "reduced_channels", "to_2tuple", "Mlp", "LayerNorm2d", "check_hw", "tokens_to_grid",
+    "check_positive_int", "make_divisible", "reduced_channels", "to_2tuple", "Mlp", "LayerNorm2d", "check_hw", "tokens_to_grid", "trunc_normal_init",
 ]

@@ -29,7 +29,7 @@ class BasicBlock(nn.Module):
         self.conv1 = ConvNormAct(in_ch, width, 3, stride)
         self.conv2 = ConvNormAct(width, out_ch, 3, act=None)
         self.attn = attn(out_ch) if attn else nn.Identity()
-        self.shortcut = _shortcut(in_ch, out_ch, stride)
+        self.shortcut = projection_shortcut(in_ch, out_ch, stride)
         self.drop_path = DropPath(drop_path)
         self.act = nn.ReLU(inplace=True)
 
@@ -48,7 +48,7 @@ class Bottleneck(nn.Module):
         self.conv2 = ConvNormAct(width, width, 3, stride)
         self.conv3 = ConvNormAct(width, out_ch, 1, act=None)
         self.attn = attn(out_ch) if attn else nn.Identity()
-        self.shortcut = _shortcut(in_ch, out_ch, stride)
+        self.shortcut = projection_shortcut(in_ch, out_ch, stride)
         self.drop_path = DropPath(drop_path)
         self.act = nn.ReLU(inplace=True)
 
@@ -57,13 +57,24 @@ class Bottleneck(nn.Module):
         return self.act(self.drop_path(y) + self.shortcut(x))
 
 
-def _shortcut(in_ch: int, out_ch: int, stride: int) -> nn.Module:
+def projection_shortcut(in_ch: int, out_ch: int, stride: int) -> nn.Module:
+    """Identity when shapes match, else a strided 1x1 convolution + BatchNorm (the paper's option B)."""
     if stride == 1 and in_ch == out_ch:
         return nn.Identity()
     return ConvNormAct(in_ch, out_ch, 1, stride, act=None)
 
 
 BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
+def register_block(name: str, block_cls: type[nn.Module]) -> None:
+    """Make a residual block type available to ``ResNet(block=name)`` (e.g. SKNet's SK unit).
+
+    The class takes ``(in_ch, width, stride, attn, drop_path)`` and has an ``expansion`` attribute.
+    """
+    if name in BLOCKS:
+        raise ValueError(f"ResNet block {name!r} is already registered")
+    BLOCKS[name] = block_cls
 
 
 class ResNet(nn.Module):

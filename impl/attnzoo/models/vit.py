@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import DropPath, Mlp, MultiHeadSelfAttention, check_positive_int
+from ..layers import DropPath, Mlp, MultiHeadSelfAttention, check_positive_int, trunc_normal_init
 from ..registry import register_model
 
 
@@ -86,14 +86,7 @@ class VisionTransformer(nn.Module):
         self.num_features = embed_dim
         self.head = nn.Linear(embed_dim, num_classes)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(trunc_normal_init)
 
     def position_embedding(self, grid_hw: tuple[int, int]) -> torch.Tensor:
         """Position embeddings (1, 1 + gh*gw, D) for a patch grid, resized from the learned grid if needed."""
