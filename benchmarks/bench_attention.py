@@ -107,9 +107,11 @@ def run(names, device, reps):
             if have_timm and name in TIMM_EQUIVALENTS and not kw:
                 try:
                     ref = TIMM_EQUIVALENTS[name](c, h, w).to(device).train()
+                    _step(ref, x, kw)  # timm's module may not support this size (e.g. halo needs H % 8 == 0)
                     modules.append(ref)
                 except Exception as exc:
-                    print(f"timm {name}: {type(exc).__name__}: {exc}")
+                    print(f"timm {name} at {n}x{c}x{h}x{w}: {type(exc).__name__}: {exc}".rstrip())
+                    ref = None
             times = time_side_by_side(modules, x, kw, device, reps)
             row = {"module": name, "input": f"{n}x{c}x{h}x{w}", "params": count_params(ours),
                    "MACs": count_macs(ours, x.detach(), **kw), "ms": round(times[0] * 1e3, 3)}

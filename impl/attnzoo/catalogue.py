@@ -30,7 +30,9 @@ def categories() -> list[str]:
 
 
 def category_title(category: str) -> str:
-    special = {"cnn": "CNN backbones", "mlp": "MLP-like models", "plug-and-play": "Plug-and-play modules"}
+    special = {"cnn": "CNN backbones", "mlp": "MLP-like models", "plug-and-play": "Plug-and-play modules",
+               "self-attention": "Self-attention", "vision-transformer": "Vision transformers",
+               "dynamic-network": "Dynamic networks", "survey": "Surveys"}
     return special.get(category, category.replace("-", " ").capitalize().replace("Channel spatial", "Channel and spatial"))
 
 
