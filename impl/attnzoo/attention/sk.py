@@ -27,13 +27,11 @@ authors' ResNeXt-style Caffe model does the same); identical parameters.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn as nn
 
-from ..layers import ConvNormAct, DropPath, check_divisible, check_positive_int, reduced_channels
-from ..models.resnet import ResNet, projection_shortcut, register_block
+from ..layers import ConvNormAct, check_divisible, check_positive_int, reduced_channels
+from ..models.resnet import Bottleneck, ResNet, register_block
 from ..registry import register_attention, register_model
 
 
@@ -84,30 +82,17 @@ class SelectiveKernel(nn.Module):
         return (feats * a[..., None, None].to(feats.dtype)).sum(dim=1)
 
 
-class SKBottleneck(nn.Module):
+class SKBottleneck(Bottleneck):
     """ResNeXt bottleneck with an SK convolution in place of its grouped 3x3 (one "SK unit" of SKNet).
 
     ``width`` is the ResNet stage width (64, 128, 256, 512); the SK convolution runs at ``width * 2`` channels
     (32 groups of 4 at stage 1, the 32x4d setting) and the block outputs ``width * 4``.
     """
 
-    expansion = 4
     width_factor = 2
 
-    def __init__(self, in_ch: int, width: int, stride: int = 1, attn: Callable | None = None, drop_path: float = 0.0):
-        super().__init__()
-        mid, out_ch = width * self.width_factor, width * self.expansion
-        self.conv1 = ConvNormAct(in_ch, mid, 1)
-        self.conv2 = SelectiveKernel(mid, stride=stride)
-        self.conv3 = ConvNormAct(mid, out_ch, 1, act=None)
-        self.attn = attn(out_ch) if attn else nn.Identity()
-        self.shortcut = projection_shortcut(in_ch, out_ch, stride)
-        self.drop_path = DropPath(drop_path)
-        self.act = nn.ReLU(inplace=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.attn(self.conv3(self.conv2(self.conv1(x))))
-        return self.act(self.drop_path(y) + self.shortcut(x))
+    def mid_conv(self, channels: int, stride: int) -> nn.Module:
+        return SelectiveKernel(channels, stride=stride)
 
 
 # The ResNet skeleton (stem, four stages, head) takes its block type by name; SKNet only swaps the block.

@@ -39,14 +39,18 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
+    """1x1 reduce -> 3x3 (``mid_conv``) -> 1x1 expand. Subclasses change ``width_factor`` (the 3x3's width as a
+    multiple of the stage width) and ``mid_conv`` (e.g. SKNet's selective-kernel unit)."""
+
     expansion = 4
+    width_factor = 1
 
     def __init__(self, in_ch: int, width: int, stride: int = 1, attn: Callable | None = None, drop_path: float = 0.0):
         super().__init__()
-        out_ch = width * self.expansion
-        self.conv1 = ConvNormAct(in_ch, width, 1)
-        self.conv2 = ConvNormAct(width, width, 3, stride)
-        self.conv3 = ConvNormAct(width, out_ch, 1, act=None)
+        mid, out_ch = width * self.width_factor, width * self.expansion
+        self.conv1 = ConvNormAct(in_ch, mid, 1)
+        self.conv2 = self.mid_conv(mid, stride)
+        self.conv3 = ConvNormAct(mid, out_ch, 1, act=None)
         self.attn = attn(out_ch) if attn else nn.Identity()
         self.shortcut = projection_shortcut(in_ch, out_ch, stride)
         self.drop_path = DropPath(drop_path)
@@ -55,6 +59,9 @@ class Bottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.attn(self.conv3(self.conv2(self.conv1(x))))
         return self.act(self.drop_path(y) + self.shortcut(x))
+
+    def mid_conv(self, channels: int, stride: int) -> nn.Module:
+        return ConvNormAct(channels, channels, 3, stride)
 
 
 def projection_shortcut(in_ch: int, out_ch: int, stride: int) -> nn.Module:
