@@ -3,11 +3,17 @@ import torch
 from attnzoo import create_attention
 
 
-def test_srm_matches_style_pooling_and_integration():
+def _srm_with_random_integration():
+    """An SRM in eval mode whose style-integration weights are random (they start constant)."""
     torch.manual_seed(0)
     srm = create_attention("srm", 8).eval()
     with torch.no_grad():
         srm.cfc.copy_(torch.randn(8, 2))
+    return srm
+
+
+def test_srm_matches_style_pooling_and_integration():
+    srm = _srm_with_random_integration()
     x = torch.randn(3, 8, 5, 6)
     mu, sd = x.mean(dim=(2, 3)), (x.flatten(2).var(dim=2) + 1e-5).sqrt()
     z = srm.cfc[:, 0] * mu + srm.cfc[:, 1] * sd
@@ -17,10 +23,7 @@ def test_srm_matches_style_pooling_and_integration():
 
 
 def test_srm_does_not_mix_channels():
-    torch.manual_seed(0)
-    srm = create_attention("srm", 8).eval()
-    with torch.no_grad():
-        srm.cfc.copy_(torch.randn(8, 2))
+    srm = _srm_with_random_integration()
     x = torch.randn(1, 8, 6, 6)
     x2 = x.clone()
     x2[:, 5] = 10 * torch.randn(6, 6)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import check_positive_int, create_act, reduced_channels
+from ..layers import SpatialGate, create_act, reduced_channels
 from ..registry import register_attention
 
 
@@ -28,22 +28,6 @@ class ChannelGate(nn.Module):
         pooled = torch.cat([x.mean(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)], dim=0)
         avg, mx = self.mlp(pooled).chunk(2, dim=0)  # one MLP call for both descriptors
         return torch.sigmoid(avg + mx)
-
-
-class SpatialGate(nn.Module):
-    """(N, C, H, W) -> (N, 1, H, W) weights from the channel-wise mean and max maps."""
-
-    def __init__(self, kernel_size: int = 7, norm: bool = True):
-        super().__init__()
-        check_positive_int("kernel_size", kernel_size)
-        if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd to keep the spatial size, got {kernel_size}")
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=not norm)
-        self.norm = nn.BatchNorm2d(1) if norm else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        desc = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
-        return torch.sigmoid(self.norm(self.conv(desc)))
 
 
 @register_attention("cbam")

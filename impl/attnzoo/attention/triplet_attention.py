@@ -28,30 +28,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import check_positive_int
+from ..layers import SpatialGate, check_positive_int
 from ..models.resnet import register_resnet
 from ..registry import register_attention
-
-
-def z_pool(x: torch.Tensor) -> torch.Tensor:
-    """(N, D, A, B) -> (N, 2, A, B): max and mean over dimension 1."""
-    return torch.cat([x.amax(dim=1, keepdim=True), x.mean(dim=1, keepdim=True)], dim=1)
-
-
-class ZPoolGate(nn.Module):
-    """(N, D, A, B) -> (N, 1, A, B) weights sigmoid(BN(conv_k(ZPool(x)))) over the (A, B) plane."""
-
-    def __init__(self, kernel_size: int = 7, norm: bool = True):
-        super().__init__()
-        check_positive_int("kernel_size", kernel_size)
-        if kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be odd to keep the plane's size, got {kernel_size}")
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=not norm)
-        # eps / momentum as in the authors' BasicConv
-        self.norm = nn.BatchNorm2d(1, eps=1e-5, momentum=0.01) if norm else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.norm(self.conv(z_pool(x))))
 
 
 @register_attention("triplet")
@@ -68,9 +47,12 @@ class TripletAttention(nn.Module):
     def __init__(self, channels: int, kernel_size: int = 7, no_spatial: bool = False, norm: bool = True):
         super().__init__()
         check_positive_int("channels", channels)
-        self.gate_cw = ZPoolGate(kernel_size, norm)
-        self.gate_ch = ZPoolGate(kernel_size, norm)
-        self.gate_hw = None if no_spatial else ZPoolGate(kernel_size, norm)
+        def z_pool_gate():  # the authors' Z-pool order [max; mean] and BatchNorm momentum 0.01
+            return SpatialGate(kernel_size, norm, max_first=True, norm_momentum=0.01)
+
+        self.gate_cw = z_pool_gate()
+        self.gate_ch = z_pool_gate()
+        self.gate_hw = None if no_spatial else z_pool_gate()
 
     def weights(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The three gates, each broadcastable to x: 'cw' (N, C, 1, W), 'ch' (N, C, H, 1), 'hw' (N, 1, H, W)."""

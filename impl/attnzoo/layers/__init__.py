@@ -3,6 +3,7 @@ from .attention import MultiHeadSelfAttention
 from .conv import ConvNormAct
 from .create_act import create_act
 from .drop import DropPath
+from .gates import SpatialGate
 from .init import trunc_normal_init
 from .helpers import (check_choice, check_divisible, check_positive_int, make_divisible, reduced_channels,
                       to_2tuple)
@@ -11,6 +12,6 @@ from .norm import LayerNorm2d
 from .tokens import check_hw, tokens_to_grid
 
 __all__ = [
-    "MultiHeadSelfAttention", "ConvNormAct", "create_act", "DropPath", "check_choice", "check_divisible",
+    "MultiHeadSelfAttention", "SpatialGate", "ConvNormAct", "create_act", "DropPath", "check_choice", "check_divisible",
     "check_positive_int", "make_divisible", "reduced_channels", "to_2tuple", "Mlp", "LayerNorm2d", "check_hw", "tokens_to_grid", "trunc_normal_init",
 ]
