@@ -34,3 +34,14 @@ def test_interaction_is_local():
 def test_bad_arguments():
     with pytest.raises(ValueError):
         create_attention("eca", 64, kernel_size=4)
+
+
+def test_eca_resnet50_is_the_released_model_with_hand_set_kernels():
+    from attnzoo import create_model
+
+    model = create_model("eca_resnet50")
+    kernels = [[block.attn.kernel_size for block in stage] for stage in model.stages]
+    assert kernels == [[3] * 3, [5] * 4, [5] * 6, [7] * 3]  # authors' eca_resnet50(k_size=[3, 5, 5, 7])
+    assert sum(b.attn.conv.weight.numel() for s in model.stages for b in s) == 3 * 3 + 4 * 5 + 6 * 5 + 3 * 7
+    formula = create_model("resnet50", attn_layer="eca")  # the adaptive psi(C) stays available: 5, 5, 5, 7
+    assert [stage[0].attn.kernel_size for stage in formula.stages] == [5, 5, 5, 7]

@@ -34,3 +34,18 @@ def test_new_block_is_identity_and_avg_pooling_is_mean():
 def test_bad_arguments():
     with pytest.raises(ValueError):
         create_attention("gc", 16, fusion="concat")
+
+
+def test_gc_resnet50_has_blocks_in_c3_to_c5_only():
+    from attnzoo import create_model
+
+    model = create_model("gc_resnet50")
+    has_gc = [[type(b.attn).__name__ != "Identity" for b in stage] for stage in model.stages]
+    assert has_gc == [[False] * 3, [True] * 4, [True] * 6, [True] * 3]
+
+
+def test_multiplicative_fusion_starts_at_one_half_like_the_official_code():
+    gc = create_attention("gc", 32, fusion="mul").eval()
+    x = torch.randn(2, 32, 5, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(gc(x), x * 0.5)

@@ -20,31 +20,37 @@ What is in this file:
 
 * ``ms_cam`` (registered attention, (N, C, H, W) -> (N, C, H, W)): MS-CAM(X) = X * M(X), r = 4 by default (the
   authors' code default for MS-CAM).
-* ``AFF`` and ``IAFF`` (not registered: they take two inputs): ``AFF(channels, rd_ratio=1/4)(x, y)`` and
-  ``IAFF(channels, rd_ratio=1/4)(x, y)`` map two (N, C, H, W) tensors to one; the gate weights ``x``.
-* ``aff_resnet50`` / ``iaff_resnet50``: ResNet-50 whose shortcut additions are replaced by AFF / iAFF, with
-  x = the residual branch and y = the shortcut, r = 16, followed by the block's ReLU (authors' ImageNet blocks).
+* ``aff`` and ``iaff`` (registered blocks, two inputs): ``create_block("aff", C, C)(x, y)`` maps two
+  (N, C, H, W) tensors to one; the gate weights ``x``.
+* ``aff_resnet50`` / ``iaff_resnet50``: the authors' ImageNet ResNet-50 (MXNet ``model/classification.py``,
+  ``AFFResNet`` with ``start_layer=3`` as in ``params/imagenet/*/aff_resnet50.log``): ResNet-D stem
+  (``deep_stem=True``, three 3x3 convolutions) and average-pool shortcuts (``avg_down=True``); the shortcut
+  additions of stages 3 and 4 are replaced by AFF / iAFF (``_make_layer`` turns stages below ``start_layer`` into
+  ``DirectAddFuse``), with x = the residual branch and y = the shortcut, r = 16, followed by the block's ReLU
+  (``model/block.py``, ``AFFBottleneck``). Built so: 30.37 M and 35.17 M parameters (paper: 30.3 M and 35.1 M, within 0.3 %).
 
-Departures:
+Departures and options:
 
-* The authors' AFF (MXNet ``ASKCFuse`` and their PyTorch port) returns 2 M X + 2 (1 - M) Y, twice the paper's
-  equation (it keeps the scale of the plain sum X + Y); ``scale=2.0`` gives that, the default 1.0 is the paper.
-  Their iAFF has no such factor.
+* The authors' AFF (MXNet ``ASKCFuse`` in ``model/fusion.py``, line 108, and their PyTorch port) returns
+  2 M X + 2 (1 - M) Y, twice the paper's equation (it keeps the scale of the plain sum X + Y). The trained models
+  use it, so ``scale=2.0`` is the default; ``scale=1.0`` is the paper's equation. Their iAFF has no such factor.
+* The authors zero-initialise the last BatchNorm of every bottleneck (``last_gamma=True``), a training choice
+  that does not change the architecture; our ResNet keeps PyTorch's default initialisation.
 * Their PyTorch iAFF re-uses the first global branch in the second stage (``global_att`` twice; ``global_att2``
   is never used); their MXNet code, used for the paper, uses two distinct MS-CAMs, as we do.
-* Parameter counts: built as in the authors' MXNet ResNet-50 (one MS-CAM per bottleneck, C = 4 x width,
-  r = 16, 1x1 convolutions with bias, BatchNorm), AFF-ResNet-50 has 30.68 M and iAFF-ResNet-50 35.81 M
-  parameters, vs. 30.3 M and 35.1 M in the paper's ImageNet table (1.3 % and 2.0 % more). We could not find which
-  detail of the trained models accounts for the difference, so no figure is recorded as matched.
+* MS-CAM's global branch has a BatchNorm on the pooled (N, C, 1, 1) descriptor, so AFF, iAFF and ``ms_cam``
+  train with batches of 2 or more (a clear ValueError at batch 1 in training mode).
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from ..layers import ConvNormAct, check_choice, reduced_channels
-from ..models.resnet import DEPTHS, Bottleneck, ResNet
-from ..registry import register_attention, register_model
+from functools import partial
+
+from ..layers import ConvNormAct, check_train_batch, reduced_channels
+from ..models.resnet import register_resnet
+from ..registry import register_attention, register_block
 
 
 def _context(channels: int, rd: int) -> nn.Sequential:
@@ -66,77 +72,72 @@ class MSCAM(nn.Module):
         self.local_att = _context(channels, rd)
         self.global_att = _context(channels, rd)
 
+    min_train_batch = 2
+
     def weights(self, x: torch.Tensor) -> torch.Tensor:
         """M(x) = sigmoid(L(x) + G(x)), shape of x."""
+        check_train_batch(self, x)
         return torch.sigmoid(self.local_att(x) + self.global_att(x.mean(dim=(2, 3), keepdim=True)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.weights(x)
 
 
+def _same_width(name: str, in_channels: int, out_channels: int | None) -> None:
+    if out_channels is not None and out_channels != in_channels:
+        raise ValueError(f"{name} fuses two maps of the same width: out_channels={out_channels} must equal "
+                         f"in_channels={in_channels}")
+
+
+@register_block("aff")
 class AFF(nn.Module):
     """Attentional feature fusion of two (N, C, H, W) tensors: scale * (M(x + y) * x + (1 - M(x + y)) * y).
 
-    Call as ``aff(x, y)``. Args: channels: C. rd_ratio / rd_channels: MS-CAM width. scale: 1 (paper) or 2 (code).
+    Call as ``aff(x, y)``. Args: channels: C (out_channels, if given, must equal it). rd_ratio / rd_channels:
+    MS-CAM width. scale: 2 (authors' code and trained models, default) or 1 (the paper's equation).
     """
 
-    def __init__(self, channels: int, rd_ratio: float = 1 / 4, rd_channels: int | None = None, scale: float = 1.0):
+    min_train_batch = 2
+
+    def __init__(self, channels: int, out_channels: int | None = None, rd_ratio: float = 1 / 4,
+                 rd_channels: int | None = None, scale: float = 2.0):
         super().__init__()
+        _same_width("aff", channels, out_channels)
         self.cam = MSCAM(channels, rd_ratio, rd_channels)
         self.scale = float(scale)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        check_train_batch(self, x)
         w = self.cam.weights(x + y)
         out = y + w * (x - y)  # = w x + (1 - w) y
         return out * self.scale if self.scale != 1.0 else out
 
 
+@register_block("iaff")
 class IAFF(nn.Module):
     """Iterative attentional feature fusion of two (N, C, H, W) tensors (two MS-CAMs). Call as ``iaff(x, y)``.
 
-    Args: channels: C. rd_ratio / rd_channels: width of both MS-CAMs.
+    Args: channels: C (out_channels, if given, must equal it). rd_ratio / rd_channels: width of both MS-CAMs.
     """
 
-    def __init__(self, channels: int, rd_ratio: float = 1 / 4, rd_channels: int | None = None):
+    min_train_batch = 2
+
+    def __init__(self, channels: int, out_channels: int | None = None, rd_ratio: float = 1 / 4,
+                 rd_channels: int | None = None):
         super().__init__()
+        _same_width("iaff", channels, out_channels)
         self.cam1 = MSCAM(channels, rd_ratio, rd_channels)
         self.cam2 = MSCAM(channels, rd_ratio, rd_channels)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        check_train_batch(self, x)
         w1 = self.cam1.weights(x + y)
         z = y + w1 * (x - y)
         w2 = self.cam2.weights(z)
         return y + w2 * (x - y)
 
 
-FUSIONS = {"aff": AFF, "iaff": IAFF}
-
-
-class FusedBottleneck(nn.Module):
-    """A ResNet bottleneck whose ``residual + shortcut`` is replaced by ``fuse(residual, shortcut)``."""
-
-    def __init__(self, block: Bottleneck, fuse: nn.Module):
-        super().__init__()
-        self.block = block
-        self.fuse = fuse
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = self.block
-        y = b.drop_path(b.attn(b.conv3(b.conv2(b.conv1(x)))))
-        return b.act(self.fuse(y, b.shortcut(x)))
-
-
-def aff_resnet(depth: int = 50, fusion: str = "aff", fuse_rd_ratio: float = 1 / 16, **kwargs) -> ResNet:
-    """ResNet with attentional fusion of the residual branch and the shortcut in every bottleneck."""
-    fuse_cls = FUSIONS[check_choice("fusion", fusion, FUSIONS)]
-    model = ResNet(**DEPTHS[check_choice("depth", depth, DEPTHS)], **kwargs)
-    for stage in model.stages:
-        for i, block in enumerate(stage):
-            if not isinstance(block, Bottleneck):
-                raise ValueError(f"aff_resnet needs bottleneck blocks, got depth={depth}")
-            stage[i] = FusedBottleneck(block, fuse_cls(block.conv3[0].out_channels, fuse_rd_ratio))
-    return model
-
-
-register_model("aff_resnet50", aff_resnet, depth=50, fusion="aff")
-register_model("iaff_resnet50", aff_resnet, depth=50, fusion="iaff")
+# The authors' ImageNet models: ResNet-D stem and shortcuts, attentional fusion in stages 3 and 4 only, r = 16.
+_AUTHORS_RESNET = dict(stem="deep", shortcut="avg", fuse_stages=(2, 3))
+register_resnet("aff_resnet50", 50, fuse_layer=partial(AFF, rd_ratio=1 / 16), **_AUTHORS_RESNET)
+register_resnet("iaff_resnet50", 50, fuse_layer=partial(IAFF, rd_ratio=1 / 16), **_AUTHORS_RESNET)

@@ -29,9 +29,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import ConvNormAct, check_positive_int, reduced_channels
-from ..models.resnet import DEPTHS, ResNet
-from ..registry import register_attention, register_model
+from ..layers import ConvNormAct, check_positive_int, check_train_batch, reduced_channels
+from ..models.resnet import register_resnet
+from ..registry import register_attention
 
 
 class BAMChannel(nn.Module):
@@ -66,7 +66,8 @@ class BAMSpatial(nn.Module):
 
 @register_attention("bam")
 class BAM(nn.Module):
-    """(N, C, H, W) -> (N, C, H, W): x + x * sigmoid(M_c(x) + M_s(x)).
+    """(N, C, H, W) -> (N, C, H, W): x + x * sigmoid(M_c(x) + M_s(x)). Trains with batches of 2 or more (the
+    channel branch's BatchNorm sees one value per channel and sample).
 
     Args:
         channels: C. rd_ratio / rd_channels: width of both branches (paper: C / 16).
@@ -83,29 +84,16 @@ class BAM(nn.Module):
         self.channel = BAMChannel(channels, rd)
         self.spatial = BAMSpatial(channels, rd, dilation, num_dilated)
 
+    min_train_batch = 2
+
     def weights(self, x: torch.Tensor) -> torch.Tensor:
         """The 3D attention map M(x) = sigmoid(M_c + M_s), shape (N, C, H, W)."""
+        check_train_batch(self, x)
         return torch.sigmoid(self.channel(x) + self.spatial(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + x * self.weights(x)
 
 
-def bam_resnet(depth: int = 50, bam_stages: tuple[int, ...] = (0, 1, 2), bam_kwargs: dict | None = None,
-               **kwargs) -> ResNet:
-    """A ResNet with one BAM at the end of each stage in ``bam_stages`` (paper: after stages 1-3).
-
-    The BAM is appended to the stage's ``nn.Sequential``, so it sees the stage output before the next stage
-    downsamples it, exactly where the authors' code calls ``bam1``..``bam3``.
-    """
-    model = ResNet(**DEPTHS[depth], **kwargs)
-    for i in bam_stages:
-        if not 0 <= i < len(model.stages):
-            raise ValueError(f"bam_stages must index the {len(model.stages)} stages, got {i!r}")
-        stage = model.stages[i]
-        width = (64, 128, 256, 512)[i] * type(stage[-1]).expansion
-        stage.append(BAM(width, **(bam_kwargs or {})))
-    return model
-
-
-register_model("bam_resnet50", bam_resnet, depth=50)
+# One BAM at the end of stages 1-3, before the next stage downsamples (where the authors' code calls bam1..bam3).
+register_resnet("bam_resnet50", 50, attn_layer="bam", attn_site="stage_end", attn_stages=(0, 1, 2))

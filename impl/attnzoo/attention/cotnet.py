@@ -30,9 +30,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import check_divisible, check_positive_int
-from ..models.resnet import DEPTHS, Bottleneck, ResNet
-from ..registry import register_attention, register_model
+from ..layers import check_divisible, check_positive_int, check_train_batch
+from ..models.resnet import register_resnet
+from ..registry import register_attention
 
 
 def local_aggregation(v: torch.Tensor, kernels: torch.Tensor, kernel_size: int) -> torch.Tensor:
@@ -87,8 +87,11 @@ class CoTAttention(nn.Module):
         n, _, h, w = x.shape
         return self.embed(torch.cat([x, k1], dim=1)).reshape(n, self.groups, self.kernel_size ** 2, h, w)
 
+    min_train_batch = 2  # the fusion MLP has a BatchNorm on the pooled (N, C, 1, 1) descriptor
+
     def branch_weights(self, k2: torch.Tensor, k1: torch.Tensor) -> torch.Tensor:
         """Softmax fusion weights (N, 2, C, 1, 1) for the dynamic (K2) and static (K1) contexts, in that order."""
+        check_train_batch(self, k1)
         n, c = k1.shape[:2]
         z = (k2 + k1).mean(dim=(2, 3), keepdim=True)
         return self.se(z).reshape(n, c, 2).transpose(1, 2).softmax(dim=1)[..., None, None]
@@ -101,15 +104,11 @@ class CoTAttention(nn.Module):
         return a[:, 0] * k2 + a[:, 1] * k1
 
 
-def cotnet(depth: int = 50, **kwargs) -> ResNet:
-    """ResNet whose bottleneck 3x3 convolutions are CoT blocks (3x3 average pooling first where stride was 2)."""
-    model = ResNet(**DEPTHS[depth], **kwargs)
-    for block in model.modules():
-        if isinstance(block, Bottleneck):
-            conv = block.conv2[0]
-            pool = nn.AvgPool2d(3, 2, padding=1) if conv.stride[0] > 1 else nn.Identity()
-            block.conv2 = nn.Sequential(pool, CoTAttention(conv.out_channels, conv.kernel_size[0]))
-    return model
+def cot_unit(channels: int, stride: int) -> nn.Module:
+    """CoTNet's replacement of a bottleneck's 3x3 unit: a CoT block, after a 3x3/2 average pooling where the
+    convolution had stride 2 (official code)."""
+    pool = nn.AvgPool2d(3, 2, padding=1) if stride > 1 else nn.Identity()
+    return nn.Sequential(pool, CoTAttention(channels))
 
 
-register_model("cotnet50", cotnet, depth=50)
+register_resnet("cotnet50", 50, mid_layer=cot_unit)

@@ -29,8 +29,8 @@ import torch
 import torch.nn as nn
 
 from ..layers import check_choice, check_positive_int, reduced_channels
-from ..models.resnet import DEPTHS, Bottleneck, ResNet
-from ..registry import register_attention, register_model
+from ..models.resnet import register_resnet
+from ..registry import register_attention
 
 
 @register_attention("pyramid_squeeze")
@@ -80,18 +80,13 @@ class PyramidSqueezeAttention(nn.Module):
         return out.flatten(1, 2)
 
 
-def epsanet(depth: int = 50, kernels: tuple[int, ...] = (3, 5, 7, 9), groups: tuple[int, ...] = (1, 4, 8, 16),
-            **kwargs) -> ResNet:
-    """EPSANet: a ResNet whose bottleneck 3x3 conv-BN-ReLU is PSA-BN-ReLU (authors' EPSABlock)."""
-    model = ResNet(**DEPTHS[check_choice("depth", depth, DEPTHS)], **kwargs)
-    for block in model.modules():
-        if isinstance(block, Bottleneck):
-            conv, norm, act = block.conv2
-            psa = PyramidSqueezeAttention(conv.in_channels, conv.out_channels, conv.stride[0], kernels, groups)
-            for m in psa.convs:
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            block.conv2 = nn.Sequential(psa, norm, act)
-    return model
+def psa_unit(channels: int, stride: int, kernels: tuple[int, ...] = (3, 5, 7, 9),
+             groups: tuple[int, ...] = (1, 4, 8, 16)) -> nn.Module:
+    """EPSANet's replacement of a bottleneck's 3x3 conv-BN-ReLU: PSA-BN-ReLU (the authors' EPSABlock)."""
+    psa = PyramidSqueezeAttention(channels, channels, stride, kernels, groups)
+    for m in psa.convs:
+        nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    return nn.Sequential(psa, nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
 
 
-register_model("epsanet50", epsanet, depth=50)
+register_resnet("epsanet50", 50, mid_layer=psa_unit)

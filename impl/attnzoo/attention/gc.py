@@ -12,12 +12,14 @@ position, so it computes one map for the whole image instead:
 
 It therefore costs like SE (one vector per image) but pools with a learned spatial attention instead of a plain
 average, and adds instead of rescaling. ``pooling="avg"`` and ``fusion="mul"`` give the paper's ablations
-(average pooling; SE-like sigmoid scaling). As in the authors' code the last layer of an additive transform
-starts at zero, so a new block is the identity.
+(average pooling; SE-like sigmoid scaling). As in the authors' code (``reset_parameters``: ``last_zero_init`` of
+both ``channel_add_conv`` and ``channel_mul_conv``) the last layer of the transform starts at zero for either
+fusion: a new additive block is the identity, a new multiplicative one halves its input (sigmoid(0) = 1/2).
 
-Placement: after the last 1x1 convolution of every bottleneck, before the residual addition (the paper's
-"after 1x1" choice), i.e. the standard ``attn_layer`` slot: ``gc_resnet50`` has a GC block (r = 16) in every
-bottleneck of ResNet-50.
+Placement: after the last 1x1 convolution of a bottleneck, before the residual addition (the paper's "after 1x1"
+choice), i.e. the standard ``attn_layer`` slot, in every bottleneck of stages c3-c5 (the paper's default
+"GC(c3-c5, r16)" setting, also in its released configurations): ``gc_resnet50`` has 13 GC blocks (r = 16) and
+28.08 M parameters, the paper's ImageNet figure (GC blocks in all four stages would give 28.10 M).
 
 Departures: the transform's two 1x1 convolutions act on a 1x1 map, so we write them as Linear layers on the
 context vector (same parameters, same function); LayerNorm normalizes over the C/r channels as
@@ -52,9 +54,8 @@ class GlobalContext(nn.Module):
         self.conv_mask = nn.Conv2d(channels, 1, 1) if pooling == "attn" else None
         self.transform = nn.Sequential(nn.Linear(channels, rd), nn.LayerNorm(rd), nn.ReLU(inplace=True),
                                        nn.Linear(rd, channels))
-        if fusion == "add":
-            nn.init.zeros_(self.transform[-1].weight)
-            nn.init.zeros_(self.transform[-1].bias)
+        nn.init.zeros_(self.transform[-1].weight)
+        nn.init.zeros_(self.transform[-1].bias)
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
         """Attention-pooling weights over positions, shape (N, H, W), summing to one per image."""
@@ -73,4 +74,4 @@ class GlobalContext(nn.Module):
         return x + t if self.fusion == "add" else x * torch.sigmoid(t)
 
 
-register_resnet("gc_resnet50", 50, attn_layer="gc")
+register_resnet("gc_resnet50", 50, attn_layer="gc", attn_stages=(1, 2, 3))  # c3-c5

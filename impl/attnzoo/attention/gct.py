@@ -12,8 +12,8 @@ gamma and beta start at zero, so a new GCT is the identity; a positive gamma_c m
 others, a negative one makes it cooperate. ``mode="l1"`` uses the l1 embedding the paper also studies.
 
 Placement (``gct_resnet50``): a GCT in front of every convolution of the network (stem, the three convolutions
-of every bottleneck and the projection shortcuts), as in the authors' PyTorch ResNet-50. The builder wraps each
-convolution in ``nn.Sequential(GCT, conv)`` after building the plain ResNet.
+of every bottleneck and the projection shortcuts), as in the authors' PyTorch ResNet-50: ``attn_site="pre_conv"`` of
+the ResNet makes each convolution ``nn.Sequential(GCT, conv)``.
 
 Departures: none in the module (eps = 1e-5 inside both square roots, as in the authors' code).
 """
@@ -22,9 +22,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import ConvNormAct, check_choice, check_positive_int
-from ..models.resnet import DEPTHS, ResNet
-from ..registry import register_attention, register_model
+from ..layers import check_choice, check_positive_int
+from ..models.resnet import register_resnet
+from ..registry import register_attention
 
 
 @register_attention("gct")
@@ -59,13 +59,6 @@ class GatedChannelTransform(nn.Module):
         return x * self.weights(x)
 
 
-def gct_resnet(depth: int = 50, gct_kwargs: dict | None = None, **kwargs) -> ResNet:
-    """A ResNet with a GCT in front of every convolution (stem, bottleneck convs, projection shortcuts)."""
-    model = ResNet(**DEPTHS[depth], **kwargs)
-    for block in [m for m in model.modules() if isinstance(m, ConvNormAct)]:
-        conv = block[0]
-        block[0] = nn.Sequential(GatedChannelTransform(conv.in_channels, **(gct_kwargs or {})), conv)
-    return model
-
-
-register_model("gct_resnet50", gct_resnet, depth=50)
+# A GCT in front of every convolution of the network: stem, the three of every bottleneck, the projection
+# shortcuts (the authors' PyTorch ResNet-50).
+register_resnet("gct_resnet50", 50, attn_layer="gct", attn_site="pre_conv")

@@ -33,13 +33,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import DropPath, Mlp, check_positive_int, to_2tuple, trunc_normal_init
+from ..layers import drop_path_rates, DropPath, Mlp, check_positive_int, to_2tuple, trunc_normal_init
 from ..layers.tokens import check_hw
+from ..layers.tokens import TokenAttention
 from ..registry import register_attention, register_model
 
 
 @register_attention("global_filter", layout="nlc")
-class GlobalFilter(nn.Module):
+class GlobalFilter(TokenAttention):
     """(N, L, C) -> (N, L, C), ``forward(x, hw=(H, W))``: a learnable global filter in the 2D Fourier domain.
 
     Args:
@@ -49,8 +50,7 @@ class GlobalFilter(nn.Module):
     """
 
     def __init__(self, channels: int, filter_size: int | tuple[int, int] = (14, 8)):
-        super().__init__()
-        check_positive_int("channels", channels)
+        super().__init__(channels)
         fh, fw = to_2tuple(filter_size)
         check_positive_int("filter_size[0]", fh)
         check_positive_int("filter_size[1]", fw)
@@ -68,7 +68,7 @@ class GlobalFilter(nn.Module):
             weight = grid.reshape(c, 2, *size).permute(2, 3, 0, 1)
         return torch.view_as_complex(weight.contiguous())
 
-    def forward(self, x: torch.Tensor, hw=None) -> torch.Tensor:
+    def forward_tokens(self, x: torch.Tensor, hw=None) -> torch.Tensor:
         n, length, c = x.shape
         h, w = check_hw(hw, length)
         with torch.autocast(device_type=x.device.type, enabled=False):
@@ -118,7 +118,7 @@ class GFNet(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, embed_dim, self.grid, self.grid))
         self.pos_drop = nn.Dropout(drop_rate)
         filter_size = (self.grid, self.grid // 2 + 1)
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.ModuleList([GFBlock(embed_dim, mlp_ratio, drop_rate, r, filter_size) for r in rates])
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.num_features = embed_dim

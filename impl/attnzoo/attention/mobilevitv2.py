@@ -36,11 +36,12 @@ import torch.nn.functional as F
 import math
 
 from ..layers import ConvNormAct, check_positive_int, make_divisible
+from ..layers.tokens import TokenAttention
 from ..registry import register_attention, register_model
 
 
 @register_attention("separable_attn", layout="nlc")
-class SeparableSelfAttention(nn.Module):
+class SeparableSelfAttention(TokenAttention):
     """(N, L, C) -> (N, L, C): W_O(ReLU(V) * sum_t softmax_t(I) K_t), linear in L.
 
     Args:
@@ -48,8 +49,7 @@ class SeparableSelfAttention(nn.Module):
     """
 
     def __init__(self, channels: int, bias: bool = True, attn_drop: float = 0.0):
-        super().__init__()
-        check_positive_int("channels", channels)
+        super().__init__(channels)
         self.channels = channels
         self.qkv = nn.Linear(channels, 1 + 2 * channels, bias=bias)
         self.attn_drop = nn.Dropout(attn_drop)
@@ -59,7 +59,7 @@ class SeparableSelfAttention(nn.Module):
         """c_s: (N, L, 1), non-negative and summing to one over the tokens."""
         return self.qkv(x)[..., :1].softmax(dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_tokens(self, x: torch.Tensor, hw=None) -> torch.Tensor:
         scores, key, value = self.qkv(x).split([1, self.channels, self.channels], dim=-1)
         scores = self.attn_drop(scores.softmax(dim=1))                 # (N, L, 1)
         context = (scores * key).sum(dim=1, keepdim=True)               # (N, 1, C)

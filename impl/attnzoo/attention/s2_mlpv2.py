@@ -29,6 +29,7 @@ import torch.nn as nn
 
 from ..layers import check_positive_int
 from ..layers.tokens import check_hw
+from ..layers.tokens import TokenAttention
 from ..registry import register_attention
 
 
@@ -72,7 +73,7 @@ class SplitAttention(nn.Module):
 
 
 @register_attention("s2_mlpv2", layout="nlc")
-class S2Block(nn.Module):
+class S2Block(TokenAttention):
     """(N, L, C) -> (N, L, C), ``forward(x, hw=(H, W))``: expand to 3C, shift two parts, fuse by split attention.
 
     Args:
@@ -80,8 +81,7 @@ class S2Block(nn.Module):
     """
 
     def __init__(self, channels: int):
-        super().__init__()
-        check_positive_int("channels", channels)
+        super().__init__(channels)
         self.channels = channels
         self.mlp1 = nn.Linear(channels, channels * 3)
         self.split_attention = SplitAttention(channels, 3)
@@ -94,6 +94,6 @@ class S2Block(nn.Module):
         x1, x2, x3 = self.mlp1(x.reshape(n, h, w, c)).chunk(3, dim=-1)
         return torch.stack([spatial_shift(x1, 1, 2), spatial_shift(x2, 2, 1), x3], dim=1)
 
-    def forward(self, x: torch.Tensor, hw=None) -> torch.Tensor:
+    def forward_tokens(self, x: torch.Tensor, hw=None) -> torch.Tensor:
         n, length, c = x.shape
         return self.mlp2(self.split_attention(self.parts(x, hw))).reshape(n, length, c)

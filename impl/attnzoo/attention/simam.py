@@ -29,8 +29,8 @@ import torch
 import torch.nn as nn
 
 from ..layers import check_choice, check_positive_int
-from ..models.resnet import DEPTHS, Bottleneck, ResNet
-from ..registry import register_attention, register_model
+from ..models.resnet import register_resnet
+from ..registry import register_attention
 
 
 @register_attention("simam")
@@ -66,14 +66,5 @@ class SimAM(nn.Module):
         return f"e_lambda={self.e_lambda}"
 
 
-def simam_resnet(depth: int = 50, e_lambda: float = 0.1, **kwargs) -> ResNet:
-    """ResNet with SimAM right after the 3x3 convolution of every bottleneck, before its BatchNorm (authors' code)."""
-    model = ResNet(**DEPTHS[check_choice("depth", depth, DEPTHS)], **kwargs)
-    for block in model.modules():
-        if isinstance(block, Bottleneck):
-            conv, norm, act = block.conv2  # ConvNormAct = (conv, BN, act)
-            block.conv2 = nn.Sequential(conv, SimAM(conv.out_channels, e_lambda), norm, act)
-    return model
-
-
-register_model("simam_resnet50", simam_resnet, depth=50)
+# SimAM right after the 3x3 convolution of every bottleneck, before its BatchNorm (the authors' code), lambda 0.1.
+register_resnet("simam_resnet50", 50, attn_layer="simam", attn_kwargs={"e_lambda": 0.1}, attn_site="mid")

@@ -26,11 +26,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import check_divisible, check_positive_int
+from ..layers.tokens import TokenAttention
 from ..registry import register_attention
 
 
 @register_attention("ufo", layout="nlc")
-class UFOAttention(nn.Module):
+class UFOAttention(TokenAttention):
     """(N, L, C) -> (N, L, C): W_o [XNorm(Q) XNorm(K^T V)] per head, linear in L.
 
     Args:
@@ -39,8 +40,7 @@ class UFOAttention(nn.Module):
     """
 
     def __init__(self, channels: int, num_heads: int = 8, qkv_bias: bool = True, proj_drop: float = 0.0):
-        super().__init__()
-        check_positive_int("channels", channels)
+        super().__init__(channels)
         check_positive_int("num_heads", num_heads)
         check_divisible("channels", channels, num_heads, "num_heads")
         self.num_heads = num_heads
@@ -59,7 +59,7 @@ class UFOAttention(nn.Module):
         kv = self.gamma_kv * F.normalize(kv, dim=-2)                   # each centre (column) over the key channels
         return q, kv
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_tokens(self, x: torch.Tensor, hw=None) -> torch.Tensor:
         n, length, c = x.shape
         q, kv = self.normalized_factors(x)
         y = (q @ kv).transpose(1, 2).reshape(n, length, c)

@@ -37,13 +37,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import DropPath, Mlp, check_divisible, check_positive_int, trunc_normal_init
+from ..layers import drop_path_rates, DropPath, Mlp, check_divisible, check_positive_int, trunc_normal_init
 from ..layers.tokens import check_hw
+from ..layers.tokens import TokenAttention
 from ..registry import register_attention, register_model
 
 
 @register_attention("permute_mlp", layout="nlc")
-class WeightedPermuteMLP(nn.Module):
+class WeightedPermuteMLP(TokenAttention):
     """(N, L, C) -> (N, L, C), ``forward(x, hw=(H, W))``: height, width and channel linear mixing, fused by
     per-channel softmax weights.
 
@@ -53,8 +54,7 @@ class WeightedPermuteMLP(nn.Module):
     """
 
     def __init__(self, channels: int, segment_dim: int = 8, qkv_bias: bool = False, proj_drop: float = 0.0):
-        super().__init__()
-        check_positive_int("channels", channels)
+        super().__init__(channels)
         check_positive_int("segment_dim", segment_dim)
         check_divisible("channels", channels, segment_dim, "segment_dim")
         self.segment_dim = segment_dim
@@ -92,7 +92,7 @@ class WeightedPermuteMLP(nn.Module):
         a = (x_h + x_w + x_c).mean(dim=(1, 2))
         return self.reweight(a).reshape(a.shape[0], a.shape[1], 3).permute(2, 0, 1).softmax(dim=0)
 
-    def forward(self, x: torch.Tensor, hw=None) -> torch.Tensor:
+    def forward_tokens(self, x: torch.Tensor, hw=None) -> torch.Tensor:
         parts = self.branches(x, hw)
         weights = self.branch_weights(parts)[:, :, None, None, :]
         out = sum(wt * part for wt, part in zip(weights, parts))
@@ -135,7 +135,7 @@ class VisionPermutator(nn.Module):
         check_positive_int("patch_size", patch_size)
         self.patch_size = patch_size
         self.patch_embed = nn.Conv2d(in_chans, embed_dims[0], patch_size, patch_size)
-        rates = torch.linspace(0, drop_path_rate, sum(layers)).tolist()
+        rates = drop_path_rates(drop_path_rate, sum(layers))
         self.stages, self.downsamples, i = nn.ModuleList(), nn.ModuleList(), 0
         for s, depth in enumerate(layers):
             self.stages.append(nn.ModuleList([Permutator(embed_dims[s], segment_dims[s], mlp_ratios[s], rates[i + b],

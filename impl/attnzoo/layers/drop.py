@@ -21,3 +21,13 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"drop_prob={self.drop_prob}"
+
+
+def drop_path_rates(drop_path_rate: float, num_blocks: int) -> list[float]:
+    """Stochastic-depth rates rising linearly from 0 to ``drop_path_rate`` over ``num_blocks`` blocks.
+
+    Plain Python (not ``torch.linspace``), so models can be built on the meta device.
+    """
+    if num_blocks <= 1:
+        return [0.0] * num_blocks
+    return [drop_path_rate * i / (num_blocks - 1) for i in range(num_blocks)]

@@ -52,3 +52,14 @@ def reduced_channels(channels: int, rd_ratio: float | None = 1 / 16, rd_channels
     if rd_divisor > 1:
         return make_divisible(raw, rd_divisor, round_limit=0.0)
     return max(min_channels, int(math.floor(raw + 1e-6)) or min_channels)
+
+
+def check_train_batch(module, x) -> None:
+    """For modules with a BatchNorm on a pooled (N, C, 1, 1) descriptor: a clear error at batch size 1 in training.
+
+    BatchNorm cannot compute a variance over one value per channel; PyTorch's own error comes from deep inside.
+    Such modules set ``min_train_batch = 2`` (the tests read it) and call this first in ``forward``.
+    """
+    if module.training and x.shape[0] < 2:
+        raise ValueError(f"{type(module).__name__}: its BatchNorm on a pooled (N, C, 1, 1) descriptor needs a batch "
+                         f"of at least 2 in training mode, got {x.shape[0]}; use a larger batch or call .eval()")

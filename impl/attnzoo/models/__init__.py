@@ -1,4 +1,1 @@
-"""Backbones, one file per paper; variants are registered as data in each file."""
-from .._discover import import_submodules
-
-import_submodules(__name__, __path__)
+"""Backbones, one file per paper; variants are registered as data in each file (imported by the registry)."""

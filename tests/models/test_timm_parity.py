@@ -1,0 +1,79 @@
+"""Every registered model with a timm twin loads timm's weights and gives timm's logits (random weights,
+randomised BatchNorm statistics, eval mode) at its default size and at a second size both accept."""
+import pytest
+import torch
+import torch.nn as nn
+
+from attnzoo import create_model, load_timm_weights
+from attnzoo.timm import TimmWeightsError, list_timm_twins
+
+timm = pytest.importorskip("timm", reason="timm is part of the test extra: pip install -e '.[test]'")
+
+TWINS = list_timm_twins()
+# The second size: odd and non-square where the architecture allows any size, else another multiple of its stride.
+OTHER_SIZE = {"volo_d1": (192, 160), "vit_": (160, 208)}
+
+
+def _randomise(model: nn.Module, seed: int = 0) -> None:
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+                if m.affine:
+                    m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.5 + 1)
+                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.5)
+
+
+def _other_size(name: str) -> tuple[int, int]:
+    return next((v for k, v in OTHER_SIZE.items() if name.startswith(k)), (161, 129))
+
+
+def test_there_are_twins():
+    assert {"resnet50", "se_resnet50", "sknet50", "vit_base_patch16_224"} <= set(TWINS)
+
+
+@pytest.mark.parametrize("name", sorted(TWINS))
+def test_timm_weights_give_timm_logits(name):
+    torch.manual_seed(0)
+    theirs = timm.create_model(TWINS[name]).eval()
+    _randomise(theirs)
+    ours = load_timm_weights(create_model(name).eval(), theirs)
+    default = theirs.pretrained_cfg.get("input_size", (3, 224, 224))[1:]
+    for size in (default, _other_size(name)):
+        x = torch.randn(1, 3, *size)
+        with torch.no_grad():
+            expected, got = theirs(x), ours(x)
+        scale = expected.abs().max()
+        assert scale > 0
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * scale.item(), msg=f"{name} at {size}")
+
+
+def test_mismatch_names_the_first_unmatched_key_on_each_side():
+    theirs = timm.create_model("resnet18").state_dict()
+    theirs["layer1.0.extra.weight"] = torch.zeros(3)
+    del theirs["fc.bias"]
+    with pytest.raises(TimmWeightsError, match=r"head\.bias.*'layer1\.0\.extra\.weight'"):
+        load_timm_weights(create_model("resnet18"), theirs)
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(TimmWeightsError, match="shape mismatch at 'head.weight'"):
+        load_timm_weights(create_model("resnet18", num_classes=10), timm.create_model("resnet18"))
+
+
+def test_model_without_twin_is_refused():
+    with pytest.raises(TimmWeightsError, match="no timm rules"):
+        load_timm_weights(create_model("gfnet_ti"), timm.create_model("resnet18"))
+
+
+def test_pretrained_fails_clearly_without_network(monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(RuntimeError, match="could not load timm's pretrained weights for 'resnet50'"):
+        create_model("resnet50", pretrained=True)
+    with pytest.raises(ValueError, match="has no timm twin"):
+        create_model("gfnet_ti", pretrained=True)
