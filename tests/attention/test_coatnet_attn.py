@@ -52,3 +52,15 @@ def test_downsampling_block_halves_with_ceil_and_changes_width():
         CoAtTransformerBlock(64, 128, stride=3)
     with pytest.raises(ValueError):
         CoAtTransformerBlock(64, 100)  # out_channels not divisible by the head width 32
+
+
+def test_average_pooling_option_is_tf_same_padding():
+    blk = CoAtTransformerBlock(32, 64, stride=2, pool="avg")
+    x = torch.arange(15.0).reshape(1, 1, 3, 5).expand(1, 32, 3, 5)
+    # TF "same" 2x2/2 average pooling of a 3 x 5 map: windows cut by the border average their valid entries
+    expected = torch.tensor([[(0 + 1 + 5 + 6) / 4, (2 + 3 + 7 + 8) / 4, (4 + 9) / 2],
+                             [(10 + 11) / 2, (12 + 13) / 2, 14.0]])
+    torch.testing.assert_close(blk.pool(x)[0, 0], expected)
+    assert blk(torch.randn(2, 32, 7, 9)).shape == (2, 64, 4, 5)
+    with pytest.raises(ValueError, match="pool"):
+        CoAtTransformerBlock(32, 64, stride=2, pool="lp")

@@ -42,3 +42,18 @@ def test_single_token_map_is_handled():
     m = create_attention("emsa", 16, num_heads=2, sr_ratio=2).eval()
     y = m(torch.randn(1, 1, 16), hw=(1, 1))                        # a 1 x 1 attention map
     assert torch.isfinite(y).all()
+
+
+def test_instance_norm_maps_keeps_float64():
+    from attnzoo.attention.rest import instance_norm_maps
+    torch.manual_seed(0)
+    a = torch.rand(2, 3, 5, 4, dtype=torch.float64)
+    y = instance_norm_maps(a)
+    assert y.dtype == torch.float64
+    # float64 reference: (a - mean) / sqrt(population variance + 1e-5) per (L, L') map; the float32 round trip
+    # of the old code is off by about 1e-7, far above this tolerance
+    mean = a.mean(dim=(-2, -1), keepdim=True)
+    var = ((a - mean) ** 2).mean(dim=(-2, -1), keepdim=True)
+    torch.testing.assert_close(y, (a - mean) / torch.sqrt(var + 1e-5), rtol=1e-13, atol=1e-13)
+    half = instance_norm_maps(a.to(torch.bfloat16))
+    assert half.dtype == torch.bfloat16  # low precision: statistics in float32, result in the input's dtype

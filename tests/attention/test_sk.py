@@ -36,3 +36,31 @@ def test_branches_have_3x3_and_5x5_receptive_fields():
 def test_bad_arguments():
     with pytest.raises(ValueError):
         create_attention("sk", 48)  # not divisible by 32 groups
+
+
+def test_sknet101_fuse_widths_follow_the_authors_prototxt():
+    from attnzoo import create_model
+    from attnzoo.attention.sk import SelectiveKernel
+    # implus/SKNet models/sknet101.prototxt, num_output of the B_fc1 layers: conv2_x 32, conv3_x 16, conv4_x 32,
+    # conv5_x 64; and the learnable parameters of that prototxt (convolutions, BN scale/shift, fc) add up to
+    # 48,686,760 (sknet50.prototxt: 27,479,784)
+    model = create_model("sknet101")
+    widths = [[m.fuse[0].out_channels for m in stage.modules() if isinstance(m, SelectiveKernel)]
+              for stage in model.stages]
+    assert widths == [[32] * 3, [16] * 4, [32] * 23, [64] * 3]
+    assert count_params(model) == 48_686_760
+    assert count_params(create_model("sknet50")) == 27_479_784
+    uniform = create_model("sknet101", min_rd=32)
+    assert {m.fuse[0].out_channels for m in uniform.stages[1].modules() if isinstance(m, SelectiveKernel)} == {32}
+    with pytest.raises(ValueError):
+        create_model("sknet101", min_rd=(32, 16))
+
+
+def test_training_at_batch_one_is_a_clear_error():
+    sk = create_attention("sk", 64)
+    assert sk.min_train_batch == 2
+    x = torch.randn(1, 64, 5, 6)
+    with pytest.raises(ValueError, match="SelectiveKernel"):
+        sk.train()(x)
+    assert sk.eval()(x).shape == x.shape
+    assert sk.train()(torch.randn(2, 64, 5, 6)).shape == (2, 64, 5, 6)

@@ -36,3 +36,24 @@ def test_srm_single_pixel_is_finite():
     x = torch.randn(2, 4, 1, 1, requires_grad=True)
     srm(x).sum().backward()
     assert torch.isfinite(x.grad).all()
+
+
+def test_constant_channel_uses_the_authors_eps():
+    # the authors' style pooling: sqrt(unbiased var + 1e-5); a constant channel gives sqrt(1e-5), not 0 or NaN
+    from attnzoo.attention.srm import style_pool
+    x = torch.full((1, 2, 3, 4), 7.0, dtype=torch.float64)
+    x[0, 1] = torch.arange(12.0, dtype=torch.float64).reshape(3, 4)
+    t = style_pool(x)
+    torch.testing.assert_close(t[0, 0], torch.tensor([7.0, 1e-5 ** 0.5], dtype=torch.float64))
+    # 0..11: mean 5.5, unbiased variance 13
+    torch.testing.assert_close(t[0, 1], torch.tensor([5.5, (13.0 + 1e-5) ** 0.5], dtype=torch.float64))
+
+
+def test_training_at_batch_one_is_a_clear_error():
+    import pytest
+    srm = create_attention("srm", 4)
+    assert srm.min_train_batch == 2
+    x = torch.randn(1, 4, 5, 6)
+    with pytest.raises(ValueError, match="SRM"):
+        srm.train()(x)
+    assert srm.eval()(x).shape == x.shape

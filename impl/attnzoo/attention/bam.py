@@ -20,8 +20,11 @@ Departures:
   paper's equations (a sum inside the sigmoid). Parameters are identical.
 * The authors' code puts BatchNorm + ReLU after every intermediate layer of both branches and none at the end;
   we keep those intermediate BN + ReLU (the paper's equations omit the activations but the text describes a
-  BN'd MLP and BN'd convolutions) and add the final BN of each branch that the paper's equations show. The
-  difference is a few hundred parameters out of 25.9 M.
+  BN'd MLP and BN'd convolutions) and add the final BN of each branch that the paper's equations show. Our
+  convolutions followed by BatchNorm have no bias, theirs (MODELS/bam.py lines 31-39) all have one. Per module
+  the difference is 2C - 3 C/16 + 1 parameters (+2C for the channel branch's final BN, +2 for the spatial one's,
+  -3 C/16 - 1 for the biases): 465, 929 and 1,857 for C = 256, 512, 1024, so the three BAMs of
+  ``bam_resnet50`` have 3,251 more parameters than the authors' (out of 25.9 M).
 * BatchNorm on a pooled (N, C) vector needs a batch of more than one sample in training mode (as in the paper).
 """
 from __future__ import annotations

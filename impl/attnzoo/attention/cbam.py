@@ -1,11 +1,21 @@
 """CBAM: Convolutional Block Attention Module (Woo, Park, Lee & Kweon, ECCV 2018, arXiv:1807.06521).
 
 Channel attention: M_c = sigmoid(MLP(avgpool(x)) + MLP(maxpool(x))), a shared bottleneck MLP (ratio 16).
-Spatial attention: M_s = sigmoid(conv7x7([mean_c(x); max_c(x)])).
+Spatial attention: M_s = sigmoid(BN(conv7x7([max_c(x); mean_c(x)]))).
 The two are applied in sequence, channel first: x' = M_c(x) * x, y = M_s(x') * x'.
 
-Departure from the paper's equation: the 7x7 convolution is followed by BatchNorm, as in the authors'
-official code (the paper's Eq. 3 has the convolution only); ``spatial_norm=False`` gives the equation.
+We follow the authors' code (Jongchan/attention-module, MODELS/cbam.py) where it differs from the paper, so that
+their checkpoints load (after renaming keys; their MLP is ``nn.Linear``, ours 1x1 convolutions of the same
+shape up to two singleton axes) and give the same outputs:
+
+* the spatial descriptors are stacked as [max; mean] (their ``ChannelPool``, cbam.py line 70); the paper's Eq. 3
+  writes [mean; max], the same function with the 7x7 kernel's two input channels swapped. Loading their weights
+  into the paper's order runs without error but computes something else, hence this layout;
+* the 7x7 convolution has no bias and is followed by BatchNorm with eps 1e-5 and momentum 0.01 (their
+  ``BasicConv``, cbam.py line 11); the paper has the convolution only: ``spatial_norm=False`` gives Eq. 3;
+* that BatchNorm's scale starts at 0 (their ResNet sets every ``SpatialGate`` BatchNorm weight to zero,
+  MODELS/model_resnet.py lines 134-136), so a fresh spatial gate is sigmoid(0) = 1/2 everywhere and learns
+  to depart from it; ``spatial_zero_init=False`` keeps PyTorch's default scale of 1.
 """
 from __future__ import annotations
 
@@ -37,14 +47,19 @@ class CBAM(nn.Module):
     Args:
         channels: C. rd_ratio / rd_channels: channel MLP bottleneck (paper: 1/16).
         kernel_size: spatial convolution size (paper: 7). spatial_norm: BatchNorm after it (official code).
+        spatial_zero_init: start that BatchNorm's scale at 0 (official code) rather than 1.
         use_spatial: False leaves only the channel gate (the paper's channel-only ablation).
     """
 
     def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None,
-                 kernel_size: int = 7, spatial_norm: bool = True, use_spatial: bool = True):
+                 kernel_size: int = 7, spatial_norm: bool = True, spatial_zero_init: bool = True,
+                 use_spatial: bool = True):
         super().__init__()
         self.channel = ChannelGate(channels, rd_ratio, rd_channels)
+        # the authors' layout: [max; mean] descriptors, BatchNorm momentum 0.01 (SpatialGate's defaults)
         self.spatial = SpatialGate(kernel_size, spatial_norm) if use_spatial else None
+        if self.spatial is not None and spatial_norm and spatial_zero_init:
+            nn.init.zeros_(self.spatial.norm.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x * self.channel(x)

@@ -15,10 +15,15 @@ block of a stage downsamples, separately in both branches (Appendix A.1):
 
     x <- Proj(Pool(x)) + Attention(Pool(LN(x))),
 
-Pool being a max pooling of window 2 and stride 2 ("same" padding: ceil(H/2) x ceil(W/2) outputs, as in the
-authors' TF code), Proj a 1x1 projection to the new width. The attention then runs on the pooled tokens, with
-its Q, K, V projections going from the old to the new width. Some public re-implementations pool with stride 1
-(no downsampling at all) or leave the relative bias out; neither is done here.
+Pool being a pooling of window 2 and stride 2 with "same" padding (ceil(H/2) x ceil(W/2) outputs), Proj a 1x1
+projection to the new width. We use max pooling by default. Which pooling the paper's models used we could not
+verify: no official CoAtNet code has been released, and the closest official code, the same group's MaxViT
+(google-research/maxvit, maxvit/models/maxvit.py line 326: ``'pool_type': 'avg'`` in its TransformerBlock), as
+well as timm's paper-style ``coatnet_0`` ... configurations, downsample with average pooling; ``pool="avg"``
+gives that (TF "same" average pooling: a window cut by the border averages its valid entries). The attention
+then runs on the pooled tokens, with its Q, K, V projections going from the old to the new width. Some public
+re-implementations pool with stride 1 (no downsampling at all) or leave the relative bias out; neither is done
+here.
 
 Departures (any input size): the bias table is learned for a ``window`` (default 14 x 14, the 224-px grid of
 CoAtNet's stage 3). Inputs up to that size read the exact offsets from the table's centre (a crop: the bias of
@@ -108,16 +113,23 @@ class CoAtTransformerBlock(nn.Module):
         channels: C. out_channels: C_out (default C). stride: 1, or 2 for the downsampling block of a stage.
         head_dim: width of each head (paper: 32). window: size the relative bias table is learned for.
         mlp_ratio: FFN expansion (paper: 4). attn_drop, drop: dropout; drop_path: stochastic depth.
+        pool: "max" (default) or "avg", the 2 x 2 pooling of the downsampling block (see the module docstring).
     """
 
     def __init__(self, channels: int, out_channels: int | None = None, stride: int = 1, head_dim: int = 32,
                  window: int | tuple[int, int] = 14, mlp_ratio: float = 4.0, attn_drop: float = 0.0,
-                 drop: float = 0.0, drop_path: float = 0.0):
+                 drop: float = 0.0, drop_path: float = 0.0, pool: str = "max"):
         super().__init__()
         check_positive_int("channels", channels)
         out_channels = check_positive_int("out_channels", out_channels or channels)
         self.stride = check_choice("stride", stride, (1, 2))
-        self.pool = nn.MaxPool2d(2, 2, ceil_mode=True) if stride == 2 else nn.Identity()
+        check_choice("pool", pool, ("max", "avg"))
+        if stride == 1:
+            self.pool = nn.Identity()
+        elif pool == "max":
+            self.pool = nn.MaxPool2d(2, 2, ceil_mode=True)
+        else:  # ceil mode without padding: a window cut by the border averages its valid entries (TF "same")
+            self.pool = nn.AvgPool2d(2, 2, ceil_mode=True)
         self.shortcut = nn.Conv2d(channels, out_channels, 1) if out_channels != channels else nn.Identity()
         self.norm1 = LayerNorm2d(channels)
         self.attn = RelativeAttention(channels, out_channels, head_dim, window, attn_drop, drop)

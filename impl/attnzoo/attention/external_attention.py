@@ -23,6 +23,14 @@ Registered names (both on (N, L, C) tokens, layout "nlc"; any L, no spatial arra
 Departures: we chose the token layout (as the paper's pseudo-code); the segmentation network EANet wraps the
 operator between 1x1 convolutions with BatchNorm and a residual connection on (N, C, H, W) maps, which is a
 block around this operator, not part of it. The L1 step divides by (sum + 1e-9) as in the authors' code.
+
+Biases of ``external_attn_mh``: our memories M_k, M_v are bias-free linear layers (the paper's "two linear layers"
+are memories, M_k F^T and A M_v); the authors' multi-head code (MenghaoGuo/EANet, multi_head_attention_torch.py
+lines 10-11: ``linear_0``, ``linear_1``) uses ``nn.Linear`` with its default biases. Harmless: the bias of M_k adds
+the same constant to every token's logit for a slot, which the softmax over tokens cancels exactly, and the bias of
+M_v adds the same vector to every token of every head, which the following projection turns into a constant that
+its own bias absorbs (fold tile(b_v) W_proj^T into the projection's bias). Their checkpoints therefore map onto
+ours exactly after dropping one bias and folding the other.
 """
 from __future__ import annotations
 

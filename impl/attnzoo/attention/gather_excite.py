@@ -9,8 +9,9 @@ A pair of operators around a residual branch x:
 
 Three variants, all registered:
 
-* GE-theta- (``ge_theta_minus``): parameter-free; gather = average pooling with window and stride e (global
-  average pooling for the global extent). With the global extent this is SE without its MLP.
+* GE-theta- (``ge_theta_minus``): parameter-free; gather = average pooling over windows of (2e - 1) x (2e - 1)
+  with stride e, centred on every e-th position (padding e - 1), giving ceil(H / e) x ceil(W / e) values; global
+  average pooling for the global extent. With the global extent this is SE without its MLP.
 * GE-theta (``ge_theta``): the gather is learned, as depthwise convolutions followed by BatchNorm: for extent e,
   log2(e) depthwise 3x3 convolutions of stride 2 (ReLU in between); for the global extent one depthwise
   convolution whose kernel covers the whole feature map (56 x 56 in the first stage of a ResNet-50, as in the
@@ -26,6 +27,20 @@ Backbones: ``ge_theta_minus_resnet50``, ``ge_theta_resnet50``, ``ge_theta_plus_r
 residual branch of every bottleneck (where SE sits), global extent, with the global kernel sized to each stage's
 map at 224 x 224 input (56, 28, 14, 7): the ResNet-50 models of the paper's ImageNet table.
 
+Sources for the finite extents of GE-theta-. The authors' released code (hujie-frank/GENet) has prototxts only
+for the global extent (models/RN50-GEPF.prototxt: global AVE pooling; RN50-GEP / RN50-GEPP: a 56 x 56 depthwise
+gather). Their README's schema figure of GE-theta- (E8) (figures/GEPF8.jpg) reads "Ave Pooling (15x15,
+stride 8)" with a ceil(H/8) x ceil(W/8) output: window 2e - 1, stride e. That is also the receptive field and
+stride of GE-theta's gather (log2 e stride-2 3x3 convolutions with padding 1, figures/GEP8.jpg), whose e-th
+output is centred on input position e * u; we centre the pooling windows the same way (padding e - 1), as timm
+does (timm/layers/gather_excite.py). Neither the figure nor the prototxts say how the windows that overhang the
+border are averaged; we average over the positions inside the map (``count_include_pad=False``, timm's choice);
+``count_include_pad=True`` divides by the full window instead, as Caffe's AVE pooling does with padding.
+
+BatchNorm on a pooled descriptor: with the global extent GE-theta and GE-theta+ apply BatchNorm to one value per
+channel (N, C, 1, 1), as do the finite extents once the map is no larger than e; training such a module needs a
+batch of at least 2 (a clear ValueError otherwise); eval mode works at batch 1.
+
 Departures: none at the training resolution (see "Any input size" for others).
 """
 from __future__ import annotations
@@ -36,7 +51,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import ConvNormAct, check_positive_int, create_act, reduced_channels
+from ..layers import ConvNormAct, check_positive_int, check_train_batch, create_act, reduced_channels
 from ..models.resnet import register_resnet
 from ..registry import register_attention
 
@@ -76,10 +91,16 @@ class GatherExcite(nn.Module):
         param_excite: SE-style MLP before the sigmoid (GE-theta+; needs param_gather).
         feat_size: map size the global depthwise kernel is parametrized at (paper: the stage's size, 7 for the
         last ResNet-50 stage). rd_ratio / rd_channels: MLP bottleneck of GE-theta+ (paper: 1/16).
+        count_include_pad: GE-theta- with a finite extent: divide windows that overhang the border by the full
+        (2e - 1)^2 instead of the number of positions inside the map (default False, as timm).
+
+    ``min_train_batch`` is 2 for GE-theta / GE-theta+ with the global extent (BatchNorm on an (N, C, 1, 1)
+    descriptor), else 1.
     """
 
     def __init__(self, channels: int, extent: int = 0, param_gather: bool = False, param_excite: bool = False,
-                 feat_size: int = 7, rd_ratio: float = 1 / 16, rd_channels: int | None = None):
+                 feat_size: int = 7, rd_ratio: float = 1 / 16, rd_channels: int | None = None,
+                 count_include_pad: bool = False):
         super().__init__()
         check_positive_int("channels", channels)
         if isinstance(extent, bool) or not isinstance(extent, int) or extent < 0 or (
@@ -88,6 +109,9 @@ class GatherExcite(nn.Module):
         if param_excite and not param_gather:
             raise ValueError("param_excite (GE-theta+) requires param_gather=True")
         self.extent = extent
+        self.count_include_pad = bool(count_include_pad)
+        # BatchNorm on one value per channel (global extent) cannot train on a batch of one
+        self.min_train_batch = 2 if param_gather and extent == 0 else 1
         self.gather: nn.Module | None = None
         if param_gather:
             if extent == 0:
@@ -109,7 +133,8 @@ class GatherExcite(nn.Module):
             return self.gather(x)
         if self.extent == 0:
             return x.mean(dim=(2, 3), keepdim=True)
-        return F.avg_pool2d(x, self.extent, self.extent, ceil_mode=True)
+        e = self.extent  # windows of 2e - 1 centred on every e-th position: ceil(H / e) x ceil(W / e) outputs
+        return F.avg_pool2d(x, 2 * e - 1, e, padding=e - 1, count_include_pad=self.count_include_pad)
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:
         """The gate, broadcastable to x: (N, C, 1, 1) for the global extent, else (N, C, H, W)."""
@@ -121,6 +146,8 @@ class GatherExcite(nn.Module):
         return torch.sigmoid(g)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gather is not None and (self.extent == 0 or max(x.shape[-2:]) <= self.extent):
+            check_train_batch(self, x)  # the gathered map is (N, C, 1, 1): BatchNorm needs N >= 2 in training
         return x * self.weights(x).to(x.dtype)
 
 

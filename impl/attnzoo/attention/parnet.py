@@ -21,12 +21,18 @@ multiply their output by 2 sigmoid(W GAP(x)). Grouped blocks shuffle channels af
 ``parnet_s`` ... ``parnet_xl`` are the training-time networks; ``parnet_s_deploy`` ... ``parnet_xl_deploy`` the same
 networks after re-parameterization (each 3x3 + 1x1 pair replaced by one biased 3x3 convolution), which is the
 form whose parameters the paper reports (19.0 M, 35.6 M, 54.9 M, 85.0 M); ``ParNet.fuse()`` converts the one
-into the other with identical outputs in eval mode (exactly so for even feature sizes at strided blocks).
+into the other with identical outputs in eval mode, at every input size (up to float rounding).
 Widths follow the authors' configuration files (S: 92, 192, 384, 1280 after a 64-channel first block).
 
-Departures: the 2x2 average pooling of downsampling blocks uses ceil mode, so that odd sizes give the same
-ceil(H/2) as the stride-2 3x3 branch (the authors' code assumes even sizes). Defaults of the registered block
-for 64 channels: the paper's stream block (SSE, SiLU) at 64 channels.
+Departures: the authors' code (imagenet/timm/models/simplenet_impl/repvgg.py, ``nn.AvgPool2d(2, 2)`` before the
+1x1 branch of strided blocks) only runs on even sizes: at an odd size that pooling gives floor(H/2) rows and the
+stride-2 3x3 branch ceil(H/2). We zero-pad an odd side by one row (column) at the bottom (right) before the 2x2
+pooling, so the last window averages the real values with zeros, divided by 4. This is the same as the authors'
+pooling at every even size, gives the 3x3 branch's ceil(H/2) at odd ones, and is exactly what the fused 3x3
+kernel (the 1x1 weights spread over the lower-right 2x2 taps, divided by 4, with the convolution's zero padding)
+computes, so fusion is exact at every size; a ceil-mode pooling would divide the partial window by its number of
+valid values instead and break that equality. Defaults of the registered block for 64 channels: the paper's
+stream block (SSE, SiLU) at 64 channels.
 """
 from __future__ import annotations
 
@@ -53,6 +59,20 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     return x.reshape(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
 
 
+class ZeroPadAvgPool2x2(nn.Module):
+    """2x2 average pooling with stride 2 after zero-padding an odd height (width) by one row (column) at the end.
+
+    (N, C, H, W) -> (N, C, ceil(H/2), ceil(W/2)). At even sizes this is ``nn.AvgPool2d(2, 2)``, the authors' layer;
+    at odd sizes the last window is (sum of its real values) / 4, as in the re-parameterized 3x3 convolution.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, w % 2, 0, h % 2))
+        return F.avg_pool2d(x, 2, 2)
+
+
 class RepSSEBlock(nn.Module):
     """RepVGG-style block with SSE (same shape) or, when the shape changes, with an SE gate on the output.
 
@@ -70,7 +90,7 @@ class RepSSEBlock(nn.Module):
         else:
             self.fused = None
             self.dense = _conv_bn(in_ch, out_ch, 3, stride, groups)
-            self.pool = nn.AvgPool2d(2, 2, ceil_mode=True) if stride == 2 else nn.Identity()
+            self.pool = ZeroPadAvgPool2x2() if stride == 2 else nn.Identity()
             self.conv1x1 = _conv_bn(in_ch, out_ch, 1, 1, groups)
         self.se = nn.Conv2d(in_ch, out_ch, 1, groups=groups, bias=False) if se else None
         self.act = nn.SiLU() if act == "silu" else nn.ReLU()
@@ -98,8 +118,9 @@ class RepSSEBlock(nn.Module):
     def fuse(self) -> None:
         """Merge the 3x3 and 1x1 branches (with their BatchNorms) into one biased 3x3 convolution (eval mode).
 
-        The 1x1 branch becomes the centre tap; after a 2x2 average pooling (strided blocks) it becomes the lower
-        right 2x2 taps, each divided by 4 (exact for even input sizes). The SSE skip branch stays as it is.
+        The 1x1 branch becomes the centre tap; after the 2x2 average pooling of strided blocks it becomes the
+        lower right 2x2 taps, each divided by 4 (exact at every size, odd ones included, because the pooling pads
+        odd sides with zeros as the 3x3 convolution does). The SSE skip branch stays as it is.
         """
         if self.fused is not None:
             return

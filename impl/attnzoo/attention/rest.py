@@ -46,7 +46,8 @@ from ..registry import register_attention, register_model
 
 def instance_norm_maps(attn: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """Normalize each (L, L') map of (N, h, L, L') to zero mean and unit variance (no affine parameters)."""
-    a = attn.float()  # statistics in float32, also under autocast
+    # statistics in at least float32 (also under autocast); float64 input stays float64
+    a = attn.to(torch.promote_types(attn.dtype, torch.float32))
     mean = a.mean(dim=(-2, -1), keepdim=True)
     var = a.var(dim=(-2, -1), unbiased=False, keepdim=True)
     return ((a - mean) * torch.rsqrt(var + eps)).to(attn.dtype)

@@ -21,9 +21,12 @@ which is what our bottleneck's conv1 followed by the channel split computes. SCN
 4.0 G MAdds (authors' README; the paper's ImageNet table).
 
 Departures: the paper's equations have no normalization; we follow the code (BatchNorm after every K, ReLU after
-K1 and K4, nearest-neighbour upsampling). The pooling takes min(r, H) x min(r, W) windows with ``ceil_mode`` so
-that maps smaller than r, or not divisible by r, still work (the code's AvgPool2d(r) fails below r and drops
-the remainder rows otherwise); for sizes divisible by r the two agree.
+K1 and K4, nearest-neighbour upsampling). The pooling is the authors' ``AvgPool2d(r)`` (window r, stride r,
+floor mode, MCG-NKU/SCNet scnet.py line 28): when H or W is not a multiple of r the last H mod r rows (W mod r
+columns) never reach the calibration branch, exactly as in their code. This matters at the paper's own 224 px
+input, where the 14 x 14 and 7 x 7 maps of stages 3 and 4 are not multiples of r = 4, so the authors'
+checkpoints only reproduce with floor-mode pooling. The one extension: along a side shorter than r, where their
+pooling fails (an empty output), the window shrinks to that side (a global average along it).
 """
 from __future__ import annotations
 
@@ -42,7 +45,8 @@ class SelfCalibratedConv(nn.Module):
 
     Args:
         channels: C (even). stride: stride of K1 and K4 (1 keeps the size).
-        pooling_r: down-sampling factor r of the calibration branch (paper: 4).
+        pooling_r: down-sampling factor r of the calibration branch (paper: 4); average pooling with window and
+            stride r in floor mode, as the authors' ``AvgPool2d(r)`` (a side shorter than r is averaged whole).
         act: activation after K1 and K4 (code: ReLU; None for a purely linear-gated convolution).
     """
 
@@ -62,8 +66,10 @@ class SelfCalibratedConv(nn.Module):
     def calibration(self, x2: torch.Tensor) -> torch.Tensor:
         """The gate sigmoid(X2 + Up(K2 * AvgPool_r(X2))), shape of x2."""
         h, w = x2.shape[-2:]
+        # the authors' AvgPool2d(r) (floor mode: a remainder of H mod r rows is dropped); a side shorter than r,
+        # where theirs has no output, is averaged whole
         kernel = (min(self.pooling_r, h), min(self.pooling_r, w))
-        small = self.k2(F.avg_pool2d(x2, kernel, kernel, ceil_mode=True))
+        small = self.k2(F.avg_pool2d(x2, kernel, kernel))
         return torch.sigmoid(x2 + F.interpolate(small, size=(h, w), mode="nearest"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

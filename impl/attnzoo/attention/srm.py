@@ -13,10 +13,15 @@ Per module that is 2C weights plus 2C BatchNorm parameters (4C), against 2C^2/r 
 SRM-ResNet-50 is barely larger than ResNet-50. In a ResNet the module sits where SE sits: on the residual branch
 after the last BatchNorm (``srm_resnet50``).
 
+Style pooling follows the authors' code (hyunjaelee410/style-based-recalibration-module,
+models/recalibration_modules.py lines 21-26): the standard deviation is sqrt(unbiased variance + eps), eps = 1e-5,
+so a constant channel gives sqrt(eps) and a finite gradient.
+
 Departures:
-* The standard deviation is sqrt(var + eps) (eps = 1e-5); the authors' code takes the unbiased std without eps,
-  which is NaN for a 1 x 1 map and has an infinite gradient for a constant channel. We use the unbiased variance
-  when H * W > 1 and the population variance (0) for a single pixel.
+* A 1 x 1 map: the unbiased variance of a single value is 0/0, so the authors' code returns NaN there; we use the
+  population variance (0) when H * W = 1, giving sqrt(eps). Every larger map is computed exactly as theirs.
+* The BatchNorm acts on one value per channel (N, C, 1, 1): training needs a batch of at least 2
+  (``min_train_batch``; a clear ValueError otherwise); eval mode works at batch 1.
 * The channel-wise weights start at zero as in the authors' code, so a new module gates every channel by
   sigmoid(BN bias) = 0.5 until it is trained.
 """
@@ -25,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import check_positive_int
+from ..layers import check_positive_int, check_train_batch
 from ..models.resnet import register_resnet
 from ..registry import register_attention
 
@@ -46,6 +51,8 @@ class SRM(nn.Module):
         channels: C. eps: added to the variance before the square root.
     """
 
+    min_train_batch = 2
+
     def __init__(self, channels: int, eps: float = 1e-5):
         super().__init__()
         check_positive_int("channels", channels)
@@ -62,6 +69,7 @@ class SRM(nn.Module):
         return torch.sigmoid(self.norm(z[:, :, None, None]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_train_batch(self, x)
         return x * self.weights(x)
 
 

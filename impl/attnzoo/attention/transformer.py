@@ -19,6 +19,11 @@ Two registrations, both on (N, L, C) tokens (layout "nlc") and both through
 Departures: the paper's model is an encoder-decoder for translation (with masking, dropout and sinusoidal
 position encodings); only the attention operator is registered here, without a mask. 8 heads by default, as in
 the paper's base model (which is 512 wide; here any C divisible by the number of heads).
+Biases: the paper writes W_q, W_k, W_v, W_o as plain matrices, and the authors' tensor2tensor code has none
+(tensor2tensor/layers/common_attention.py: ``use_bias=False`` in ``compute_attention_component``, line 4416,
+and in the ``output_transform``, line 4818). ``mhsa`` uses the shared layer's biases (the ViT convention):
+Q, K, V biases by default (``qkv_bias=False`` removes them) and a bias on W_o. Harmless (3C + C extra
+parameters; zero biases give the paper's operator exactly), but a tensor2tensor checkpoint has no tensors for them.
 """
 from __future__ import annotations
 

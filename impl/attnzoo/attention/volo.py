@@ -19,8 +19,9 @@ Departures:
 * Any size: the right and bottom are padded so that exactly ceil(H / s) x ceil(W / s) windows exist (matching
   the ceil-mode average pooling), for every K, padding < K and s; the authors' code relies on K = 3,
   padding 1 for this. Tokens that no window reaches (possible only when s > K) get zero before projection.
-* Stride 1: we apply the fold of the equations above. The authors' stride-1 code path instead reuses each
-  token's own attention for all windows covering it (a cheaper variant); VOLO's models never use stride 1.
+* Stride 1 is not a departure: like the authors' ``OutlookAttention`` (sail-sg/volo, models/volo.py lines
+  74-100: one unfold -> attend -> fold path for every stride, ``AvgPool2d(stride)`` being the identity at 1) we
+  apply the same unfold and fold of the equations above; VOLO's models only use stride 2.
 * Defaults for 64 channels: 2 heads (VOLO keeps heads 32 wide: 6 heads at 192 channels in VOLO-D1), K = 3,
   padding 1, stride 2, no bias in W_V, as in the Outlooker layers of VOLO-D1 to D5.
 

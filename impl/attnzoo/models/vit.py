@@ -9,8 +9,12 @@ Sizes: ViT-B/16 (768 wide, 12 deep, 12 heads) and ViT-L/16 from the paper (Table
 ICML 2021, Table 1), since the ViT paper itself starts at Base.
 
 Departures: any input size works. Inputs whose sides are not multiples of P are zero-padded on the right
-and bottom, and the position embeddings (learned for ``img_size``) are bicubically resized to the actual
-patch grid, as the paper does when fine-tuning at a higher resolution (Sec. 3.2). The head is a single
+and bottom, and the position embeddings (learned for ``img_size``) are resized to the actual patch grid, the
+2D interpolation the paper uses when fine-tuning at a higher resolution (Sec. 3.2). The kind of interpolation
+differs: the authors' code (google-research/vision_transformer, vit_jax/checkpoint.py lines 235-236) resizes
+linearly, ``scipy.ndimage.zoom(order=1)``, i.e. bilinear with the corner positions aligned; bicubic resizing is
+DeiT's choice and timm's, which we keep as the default (``pos_embed_interp="bicubic"``);
+``pos_embed_interp="bilinear"`` reproduces the authors' resizing exactly. The head is a single
 linear layer (the paper's fine-tuning head); the pre-training MLP head with one hidden layer is not included.
 """
 from __future__ import annotations
@@ -19,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import DropPath, Mlp, MultiHeadSelfAttention, check_positive_int, trunc_normal_init
+from ..layers import DropPath, Mlp, MultiHeadSelfAttention, check_choice, check_positive_int, trunc_normal_init
 from ..registry import register_model
 
 
@@ -64,12 +68,16 @@ class VisionTransformer(nn.Module):
         img_size: the resolution the position embeddings are laid out for. patch_size: P.
         embed_dim, depth, num_heads, mlp_ratio: the transformer's size. qkv_bias: biases in Q, K, V.
         drop_rate: dropout after the embedding and in blocks. drop_path_rate: stochastic depth, linear over blocks.
+        pos_embed_interp: how the position embeddings are resized to another patch grid: "bicubic" (DeiT, timm)
+            or "bilinear" (the ViT authors' code: linear, corners aligned).
     """
 
     def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, num_classes: int = 1000,
                  embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
-                 qkv_bias: bool = True, drop_rate: float = 0.0, drop_path_rate: float = 0.0):
+                 qkv_bias: bool = True, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 pos_embed_interp: str = "bicubic"):
         super().__init__()
+        self.pos_embed_interp = check_choice("pos_embed_interp", pos_embed_interp, ("bicubic", "bilinear"))
         for name, value in dict(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
                                 num_classes=num_classes, depth=depth).items():
             check_positive_int(name, value)
@@ -94,7 +102,10 @@ class VisionTransformer(nn.Module):
             return self.pos_embed
         cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
         patch_pos = patch_pos.reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)
-        patch_pos = F.interpolate(patch_pos, size=grid_hw, mode="bicubic", align_corners=False)
+        if self.pos_embed_interp == "bilinear":  # the authors' scipy.ndimage.zoom(order=1): corners aligned
+            patch_pos = F.interpolate(patch_pos, size=grid_hw, mode="bilinear", align_corners=True)
+        else:
+            patch_pos = F.interpolate(patch_pos, size=grid_hw, mode="bicubic", align_corners=False)
         return torch.cat([cls_pos, patch_pos.flatten(2).transpose(1, 2)], dim=1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
