@@ -1,55 +1,81 @@
-"""Every registered attention module and model, parametrized over the registry."""
-import inspect
-
+"""The contract of every registered module kind, parametrized over the registry (see attnzoo.registry)."""
 import pytest
 import torch
+import torch.nn as nn
 
-from attnzoo import create_attention, create_model, list_attention, list_models
+from attnzoo import (create_attention, create_conv, create_model, list_attention, list_convs, list_models)
 from attnzoo.registry import attention_entry
 
 ATTENTION = list_attention()
-# Large models are covered by parameter counts (test_reported.py); forward/backward on small inputs here.
+CONVS = list_convs()
 MODELS = list_models()
 CHANNELS = 64
 
 
-def _attn_input(name, batch, h, w, device):
-    """A random input in the module's layout, plus hw=(H, W) for token modules whose forward takes it."""
-    entry = attention_entry(name)
-    if entry.layout == "nlc":
-        takes_hw = "hw" in inspect.signature(entry.builder.forward if isinstance(entry.builder, type)
-                                             else create_attention(name, CHANNELS).forward).parameters
-        return torch.randn(batch, h * w, CHANNELS, device=device), ({"hw": (h, w)} if takes_hw else {})
-    return torch.randn(batch, CHANNELS, h, w, device=device), {}
+def _x(*shape, device="cpu"):
+    return torch.randn(*shape, device=device)
+
+
+# ---------------------------------------------------------------- attention: (N, C, H, W) -> same shape, for all
 
 
 @pytest.mark.parametrize("name", ATTENTION)
 @pytest.mark.parametrize("size", [(2, 16, 16), (2, 7, 9)], ids=["16x16", "7x9"])
-def test_attention_shape_train_and_eval(name, size, device):
+def test_attention_maps_feature_maps_to_their_shape(name, size, device):
     torch.manual_seed(0)
     m = create_attention(name, CHANNELS).to(device)
-    x, kw = _attn_input(name, *size, device)
+    n, h, w = size
+    x = _x(n, CHANNELS, h, w, device=device)
     for mode in (m.train, m.eval):
         mode()
-        y = m(x, **kw)
+        y = m(x)
         assert y.shape == x.shape
         assert torch.isfinite(y).all()
 
 
-@pytest.mark.parametrize("name", ATTENTION)
-def test_attention_batch_one_eval(name, device):
+@pytest.mark.parametrize("name", [n for n in ATTENTION if attention_entry(n).layout == "nlc"])
+def test_token_attention_also_takes_tokens_with_their_grid(name, device):
+    """(N, L, C) tokens with hw give the same result as the (N, C, H, W) map they come from."""
+    torch.manual_seed(0)
     m = create_attention(name, CHANNELS).to(device).eval()
-    x, kw = _attn_input(name, 1, 5, 11, device)
-    assert m(x, **kw).shape == x.shape
+    x = _x(2, CHANNELS, 7, 9, device=device)
+    tokens = x.flatten(2).transpose(1, 2)
+    with torch.no_grad():
+        from_tokens = m(tokens, hw=(7, 9))
+        torch.testing.assert_close(from_tokens.transpose(1, 2).reshape(x.shape), m(x))
+    with pytest.raises(ValueError, match="H \\* W must equal L"):
+        m(tokens, hw=(7, 8))
+
+
+@pytest.mark.parametrize("name", ATTENTION)
+def test_attention_rejects_a_wrong_layout_with_a_clear_error(name):
+    m = create_attention(name, CHANNELS).eval()
+    for bad in (_x(2, 32, 7, 9), _x(2, 63, 32), _x(CHANNELS, 7), _x(1, 2, CHANNELS, 4, 4)):
+        with pytest.raises(ValueError, match=r"expects \(N, C, H, W\)"):
+            m(bad)
+
+
+@pytest.mark.parametrize("name", ATTENTION)
+def test_attention_batch_one(name, device):
+    """Batch 1 works in eval mode always, and in training unless a BatchNorm on a pooled descriptor forbids it,
+    in which case the module says so itself (min_train_batch = 2)."""
+    m = create_attention(name, CHANNELS).to(device)
+    x = _x(1, CHANNELS, 5, 11, device=device)
+    assert m.eval()(x).shape == x.shape
+    m.train()
+    if getattr(m, "min_train_batch", 1) > 1:
+        with pytest.raises(ValueError, match=f"{type(m).__name__}.*batch of at least 2"):
+            m(x)
+    else:
+        assert m(x).shape == x.shape
 
 
 @pytest.mark.parametrize("name", ATTENTION)
 def test_attention_backward(name, device):
     torch.manual_seed(0)
     m = create_attention(name, CHANNELS).to(device).train()
-    x, kw = _attn_input(name, 2, 7, 9, device)
-    x.requires_grad_(True)
-    m(x, **kw).square().mean().backward()
+    x = _x(2, CHANNELS, 7, 9, device=device).requires_grad_(True)
+    m(x).square().mean().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
     grads = [p.grad for p in m.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads), "a parameter got no gradient"
@@ -59,9 +85,9 @@ def test_attention_backward(name, device):
 def test_attention_eval_deterministic(name, device):
     torch.manual_seed(0)
     m = create_attention(name, CHANNELS).to(device).eval()
-    x, kw = _attn_input(name, 2, 7, 9, device)
+    x = _x(2, CHANNELS, 7, 9, device=device)
     with torch.no_grad():
-        torch.testing.assert_close(m(x, **kw), m(x, **kw))
+        torch.testing.assert_close(m(x), m(x))
 
 
 @pytest.mark.parametrize("name", ATTENTION)
@@ -73,23 +99,69 @@ def test_attention_rejects_bad_channels(name):
 @pytest.mark.parametrize("name", ATTENTION)
 def test_attention_autocast(name):
     m = create_attention(name, CHANNELS).eval()
-    x, kw = _attn_input(name, 2, 7, 9, "cpu")
+    x = _x(2, CHANNELS, 7, 9)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        y = m(x, **kw)
+        y = m(x)
     assert y.shape == x.shape and torch.isfinite(y.float()).all()
+
+
+@pytest.mark.parametrize("name", ATTENTION)
+def test_every_attention_is_an_attn_layer_of_resnet50(name, device):
+    torch.manual_seed(0)
+    model = create_model("resnet50", attn_layer=name, num_classes=10).to(device).train()
+    x = _x(2, 3, 67, 45, device=device)
+    out = model(x)
+    assert out.shape == (2, 10)
+    out.square().mean().backward()
+    attn_params = [p for stage in model.stages for block in stage for p in block.attn.parameters()]
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in attn_params)
+
+
+# ---------------------------------------------------------------- conv: drop-in for a padded nn.Conv2d
+
+
+@pytest.mark.parametrize("name", CONVS)
+@pytest.mark.parametrize("stride,groups", [(1, 1), (2, 1), (1, 4)])
+def test_conv_has_the_output_shape_of_a_padded_conv2d(name, stride, groups, device):
+    m = create_conv(name, 16, 24, 3, stride=stride, groups=groups).to(device)
+    reference = nn.Conv2d(16, 24, 3, stride, 1, groups=groups)
+    for size in [(2, 16, 9, 14), (1, 16, 7, 5)]:
+        x = _x(*size, device=device)
+        for mode in (m.train, m.eval):
+            mode()
+            assert m(x).shape == reference(x.cpu()).shape
+
+
+@pytest.mark.parametrize("name", CONVS)
+def test_conv_rejects_a_wrong_layout(name):
+    m = create_conv(name, 16, 24, 3)
+    with pytest.raises(ValueError, match=r"expects \(N, C, H, W\)"):
+        m(_x(2, 8, 5, 5))
+
+
+@pytest.mark.parametrize("name", CONVS)
+def test_every_conv_is_a_conv_layer_of_resnet(name, device):
+    for depth in ("resnet18", "resnet50"):
+        model = create_model(depth, conv_layer=name, num_classes=10).to(device)
+        out = model(_x(2, 3, 67, 45, device=device))
+        assert out.shape == (2, 10)
+        out.square().mean().backward()
+
+
+# ---------------------------------------------------------------- models
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_model_forward_backward(name, device):
     torch.manual_seed(0)
     m = create_model(name, num_classes=10).to(device)
-    x = torch.randn(2, 3, 67, 45, device=device)  # non-square, odd, not a multiple of any stride
+    x = _x(2, 3, 67, 45, device=device)  # non-square, odd, not a multiple of any stride
     out = m.train()(x)
     assert out.shape == (2, 10)
     out.square().mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters() if p.requires_grad)
     m.eval()
     with torch.no_grad():
-        one = torch.randn(1, 3, 33, 47, device=device)
+        one = _x(1, 3, 33, 47, device=device)
         torch.testing.assert_close(m(one), m(one))
         assert m(one).shape == (1, 10)

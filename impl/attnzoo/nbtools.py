@@ -72,6 +72,22 @@ def count_macs(model: nn.Module, *inputs, **kwargs) -> int:
     return counter.get_total_flops() // 2
 
 
+def measure(factory, input_shape: tuple[int, ...] | None = None) -> tuple[int, int | None]:
+    """(parameters, MACs at ``input_shape``) of ``factory()``, built on the meta device (no memory, no compute).
+
+    A model whose forward has no meta kernel for some op (e.g. complex FFTs) is measured on the CPU instead.
+    """
+    with torch.device("meta"):
+        model = factory()
+    params = count_params(model)
+    if input_shape is None:
+        return params, None
+    try:
+        return params, count_macs(model, torch.zeros(input_shape, device="meta"))
+    except (RuntimeError, NotImplementedError):
+        return params, count_macs(factory(), torch.zeros(input_shape))
+
+
 def compare_with_reported(entry_id: str, model_factory, device: str | torch.device = "cpu",
                           params_tol: float = 0.01, macs_tol: float = 0.10) -> list[dict]:
     """Build each reported variant of a catalogue entry, count it and check it against the paper.

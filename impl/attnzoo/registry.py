@@ -263,9 +263,9 @@ def get_attn(attn_layer: str | Callable[..., nn.Module] | None, **kwargs) -> Cal
 def get_conv(conv_layer: str | Callable[..., nn.Module] | None, **kwargs) -> Callable[..., nn.Module] | None:
     """Resolve a backbone's ``conv_layer=`` to ``f(in_channels, out_channels, kernel_size, stride=, groups=)``.
 
-    ``None`` means a plain ``nn.Conv2d`` (the registered ``conv2d``).
+    ``None`` means the backbone's plain, "same"-padded ``nn.Conv2d``.
     """
-    return _resolve("conv", "conv2d" if conv_layer is None else conv_layer, **kwargs)
+    return _resolve("conv", conv_layer, **kwargs)
 
 
 def get_block(block_layer: str | Callable[..., nn.Module] | None, **kwargs) -> Callable[..., nn.Module] | None:

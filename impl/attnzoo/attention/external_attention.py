@@ -38,6 +38,7 @@ import torch
 import torch.nn as nn
 
 from ..layers import check_divisible, check_positive_int
+from ..layers.tokens import TokenAttention
 from ..registry import register_attention
 
 
@@ -48,7 +49,7 @@ def double_normalize(logits: torch.Tensor, token_dim: int = -2, eps: float = 1e-
 
 
 @register_attention("external_attn", layout="nlc")
-class ExternalAttention(nn.Module):
+class ExternalAttention(TokenAttention):
     """(N, L, C) -> (N, L, C): M_v(DoubleNorm(M_k(x))).
 
     Args:
@@ -56,8 +57,7 @@ class ExternalAttention(nn.Module):
     """
 
     def __init__(self, channels: int, memory_size: int = 64):
-        super().__init__()
-        check_positive_int("channels", channels)
+        super().__init__(channels)
         check_positive_int("memory_size", memory_size)
         self.mk = nn.Linear(channels, memory_size, bias=False)
         self.mv = nn.Linear(memory_size, channels, bias=False)
@@ -66,12 +66,12 @@ class ExternalAttention(nn.Module):
         """Double-normalized affinities (N, L, S): each token's weights over the S memory slots sum to one."""
         return double_normalize(self.mk(x))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_tokens(self, x: torch.Tensor, hw=None) -> torch.Tensor:
         return self.mv(self.attention_map(x))
 
 
 @register_attention("external_attn_mh", layout="nlc")
-class MultiHeadExternalAttention(nn.Module):
+class MultiHeadExternalAttention(TokenAttention):
     """(N, L, C) -> (N, L, C): multi-head external attention of the EAMLP models.
 
     Args:
@@ -82,7 +82,7 @@ class MultiHeadExternalAttention(nn.Module):
 
     def __init__(self, channels: int, num_heads: int = 8, coef: int = 4, memory_size: int = 64,
                  proj_drop: float = 0.0):
-        super().__init__()
+        super().__init__(channels)
         for name, value in dict(channels=channels, num_heads=num_heads, coef=coef, memory_size=memory_size).items():
             check_positive_int(name, value)
         check_divisible("channels", channels, num_heads, "num_heads")
@@ -100,7 +100,7 @@ class MultiHeadExternalAttention(nn.Module):
         t = self.widen(x).reshape(n, length, self.heads, -1).transpose(1, 2)  # (N, heads, L, d)
         return double_normalize(self.mk(t))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_tokens(self, x: torch.Tensor, hw=None) -> torch.Tensor:
         n, length, _ = x.shape
         y = self.mv(self.attention_map(x))  # (N, heads, L, d)
         return self.proj_drop(self.proj(y.transpose(1, 2).reshape(n, length, -1)))

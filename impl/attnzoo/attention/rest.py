@@ -39,7 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import DropPath, Mlp, check_divisible, check_hw, check_positive_int, trunc_normal_init
+from ..layers import drop_path_rates, DropPath, Mlp, check_divisible, check_hw, check_positive_int, trunc_normal_init
+from ..layers.tokens import TokenAttention
 from ..registry import register_attention, register_model
 
 
@@ -54,7 +55,7 @@ def instance_norm_maps(attn: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
 
 
 @register_attention("emsa", layout="nlc")
-class EMSA(nn.Module):
+class EMSA(TokenAttention):
     """(N, L, C) -> (N, L, C), ``forward(x, hw=(H, W))`` (hw is needed when sr_ratio > 1).
 
     Args:
@@ -65,8 +66,7 @@ class EMSA(nn.Module):
 
     def __init__(self, channels: int, num_heads: int = 4, sr_ratio: int = 2, qkv_bias: bool = True,
                  transform: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
-        super().__init__()
-        check_positive_int("channels", channels)
+        super().__init__(channels)
         check_positive_int("num_heads", num_heads)
         check_positive_int("sr_ratio", sr_ratio)
         check_divisible("channels", channels, num_heads, "num_heads")
@@ -110,7 +110,7 @@ class EMSA(nn.Module):
                 return self._weights(q, k)
             return (q @ k.transpose(-2, -1) * self.scale).softmax(dim=-1)
 
-    def forward(self, x: torch.Tensor, hw=None) -> torch.Tensor:
+    def forward_tokens(self, x: torch.Tensor, hw=None) -> torch.Tensor:
         n, length, c = x.shape
         q, k, v = self._qkv(x, hw)
         if self.transform:
@@ -192,7 +192,7 @@ class ResT(nn.Module):
             nn.Conv2d(in_chans, d0 // 2, 3, 2, 1, bias=False), nn.BatchNorm2d(d0 // 2), nn.ReLU(inplace=True),
             nn.Conv2d(d0 // 2, d0 // 2, 3, 1, 1, bias=False), nn.BatchNorm2d(d0 // 2), nn.ReLU(inplace=True),
             nn.Conv2d(d0 // 2, d0, 3, 2, 1, bias=False))
-        rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        rates = drop_path_rates(drop_path_rate, sum(depths))
         stages, in_dim, i = [], in_chans, 0
         for s, (dim, depth, heads, sr) in enumerate(zip(embed_dims, depths, num_heads, sr_ratios)):
             embed = stem if s == 0 else nn.Sequential(nn.Conv2d(in_dim, dim, 3, 2, 1), nn.BatchNorm2d(dim))

@@ -27,9 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import check_positive_int
-from ..layers.tokens import check_hw
-from ..layers.tokens import TokenAttention
+from ..layers.tokens import TokenAttention, check_hw
 from ..registry import register_attention
 
 

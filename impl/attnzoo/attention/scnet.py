@@ -34,9 +34,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import ConvNormAct, check_choice, check_positive_int
-from ..models.resnet import DEPTHS, Bottleneck, ResNet
-from ..registry import register_attention, register_model
+from ..layers import ConvNormAct, check_positive_int
+from ..models.resnet import register_resnet
+from ..registry import register_attention
 
 
 @register_attention("scconv")
@@ -78,17 +78,14 @@ class SelfCalibratedConv(nn.Module):
         return torch.cat([self.k1(x1), y2], dim=1)
 
 
-def scnet(depth: int = 50, pooling_r: int = 4, **kwargs) -> ResNet:
-    """SCNet: a ResNet whose bottleneck 3x3 convolutions (conv-BN-ReLU) are self-calibrated convolutions."""
-    model = ResNet(**DEPTHS[check_choice("depth", depth, DEPTHS)], **kwargs)
-    for block in model.modules():
-        if isinstance(block, Bottleneck):
-            conv = block.conv2[0]
-            block.conv2 = SelfCalibratedConv(conv.out_channels, conv.stride[0], pooling_r)
-    for m in model.modules():  # the new convolutions get the ResNet's initialization
+def sc_unit(channels: int, stride: int, pooling_r: int = 4) -> nn.Module:
+    """SCNet's replacement of a bottleneck's 3x3 conv-BN-ReLU: a self-calibrated convolution (Kaiming-initialised
+    like the rest of the ResNet)."""
+    unit = SelfCalibratedConv(channels, stride, pooling_r)
+    for m in unit.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-    return model
+    return unit
 
 
-register_model("scnet50", scnet, depth=50)
+register_resnet("scnet50", 50, mid_layer=sc_unit)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import check_choice, check_positive_int
+from ..layers import check_positive_int
 from ..models.resnet import register_resnet
 from ..registry import register_attention
 

@@ -32,12 +32,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import MultiHeadSelfAttention, check_divisible, check_positive_int
+from ..layers.tokens import TokenAttention
 from ..registry import register_attention
 
 
 @register_attention("mhsa", layout="nlc")
-class MHSA(MultiHeadSelfAttention):
-    """(N, L, C) -> (N, L, C) multi-head softmax attention; the shared layer with ``channels`` as first argument.
+class MHSA(TokenAttention, MultiHeadSelfAttention):
+    """(N, L, C) -> (N, L, C) multi-head softmax attention; the shared layer with ``channels`` as first argument
+    (and, through ``TokenAttention``, (N, C, H, W) maps over their H * W positions).
 
     Args:
         channels: C. num_heads: h (paper: 8), must divide C. qkv_bias: biases in the Q, K, V projection.
@@ -46,11 +48,15 @@ class MHSA(MultiHeadSelfAttention):
 
     def __init__(self, channels: int, num_heads: int = 8, qkv_bias: bool = True, attn_drop: float = 0.0,
                  proj_drop: float = 0.0):
-        super().__init__(channels, num_heads, qkv_bias, attn_drop, proj_drop)
+        MultiHeadSelfAttention.__init__(self, channels, num_heads, qkv_bias, attn_drop, proj_drop)
+        self.channels = channels
+
+    def forward_tokens(self, x: torch.Tensor, hw=None) -> torch.Tensor:
+        return MultiHeadSelfAttention.forward(self, x)
 
 
 @register_attention("simplified_mhsa", layout="nlc")
-class SimplifiedMHSA(nn.Module):
+class SimplifiedMHSA(TokenAttention):
     """(N, L, C) -> (N, L, C): W_o concat_h softmax(X_h X_h^T / sqrt(d)) X_h, with X_h the h-th channel group.
 
     Args:
@@ -58,8 +64,7 @@ class SimplifiedMHSA(nn.Module):
     """
 
     def __init__(self, channels: int, num_heads: int = 8, attn_drop: float = 0.0):
-        super().__init__()
-        check_positive_int("channels", channels)
+        super().__init__(channels)
         check_positive_int("num_heads", num_heads)
         check_divisible("channels", channels, num_heads, "num_heads")
         if not 0.0 <= attn_drop < 1.0:
@@ -72,7 +77,7 @@ class SimplifiedMHSA(nn.Module):
         n, length, c = x.shape
         return x.reshape(n, length, self.num_heads, c // self.num_heads).transpose(1, 2)  # (N, h, L, d)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_tokens(self, x: torch.Tensor, hw=None) -> torch.Tensor:
         n, length, c = x.shape
         t = self._heads(x)
         y = F.scaled_dot_product_attention(t, t, t, dropout_p=self.attn_drop if self.training else 0.0)

@@ -37,18 +37,21 @@ bicubic resizing of the position embedding). VOLO-D2...D5 are the same class wit
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import ConvNormAct, DropPath, Mlp, MultiHeadSelfAttention, check_divisible, check_positive_int, trunc_normal_init
+from ..layers import drop_path_rates, ConvNormAct, DropPath, Mlp, MultiHeadSelfAttention, check_divisible, check_positive_int, trunc_normal_init
 from ..layers.tokens import check_hw
+from ..layers.tokens import TokenAttention
 from ..registry import register_attention, register_model
+from ..timm import register_timm_rules
 
 
 @register_attention("outlook", layout="nlc")
-class OutlookAttention(nn.Module):
+class OutlookAttention(TokenAttention):
     """(N, L, C) -> (N, L, C), ``forward(x, hw=(H, W))``: dynamic K x K local aggregation predicted per token.
 
     Args:
@@ -59,8 +62,7 @@ class OutlookAttention(nn.Module):
 
     def __init__(self, channels: int, num_heads: int = 2, kernel_size: int = 3, padding: int = 1, stride: int = 2,
                  qkv_bias: bool = False, attn_drop: float = 0.0, proj_drop: float = 0.0):
-        super().__init__()
-        check_positive_int("channels", channels)
+        super().__init__(channels)
         check_positive_int("num_heads", num_heads)
         check_positive_int("kernel_size", kernel_size)
         check_positive_int("stride", stride)
@@ -90,7 +92,7 @@ class OutlookAttention(nn.Module):
         logits = self.attn(grid).reshape(n, -1, self.num_heads, kk, kk).transpose(1, 2)
         return (logits * self.scale).softmax(dim=-1)
 
-    def forward(self, x: torch.Tensor, hw=None) -> torch.Tensor:
+    def forward_tokens(self, x: torch.Tensor, hw=None) -> torch.Tensor:
         n, length, c = x.shape
         h, w = check_hw(hw, length)
         k, p, s = self.kernel_size, self.padding, self.stride
@@ -166,7 +168,7 @@ class VOLO(nn.Module):
         self.stem = nn.Sequential(ConvNormAct(in_chans, stem_dim, 7, 2), ConvNormAct(stem_dim, stem_dim, 3),
                                   ConvNormAct(stem_dim, stem_dim, 3))
         self.patch_embed = nn.Conv2d(stem_dim, embed_dims[0], 4, 4)
-        rates = torch.linspace(0, drop_path_rate, sum(layers)).tolist()
+        rates = drop_path_rates(drop_path_rate, sum(layers))
         self.outlookers = nn.ModuleList([Outlooker(embed_dims[0], num_heads[0], 3, 1, 2, mlp_ratio, rates[i])
                                          for i in range(layers[0])])
         self.downsample = nn.Conv2d(embed_dims[0], embed_dims[1], 2, 2)
@@ -227,4 +229,32 @@ class _TransformerBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-register_model("volo_d1", VOLO, layers=(4, 14), embed_dims=(192, 384), num_heads=(6, 12))
+def _from_timm(state: dict) -> dict:
+    """Number timm's transformer blocks consecutively and make its (1, H, W, C) position embedding (1, C, H, W).
+
+    timm splits VOLO's transformer blocks over several ``network`` entries after the downsample (VOLO-D1: 4, 8
+    and 2 blocks in ``network.2`` to ``network.4``); ours are one list, in the same order.
+    """
+    pattern = re.compile(r"^network\.(\d+)\.(\d+)\.")
+    found = {(int(m[1]), int(m[2])) for m in map(pattern.match, state) if m and int(m[1]) >= 2}
+    index = {key: i for i, key in enumerate(sorted(found))}
+    out = {}
+    for key, value in state.items():
+        m = pattern.match(key)
+        if m and (int(m[1]), int(m[2])) in index:
+            key = f"blocks.{index[int(m[1]), int(m[2])]}." + key[m.end():]
+        out[key] = value.permute(0, 3, 1, 2) if key == "pos_embed" else value
+    return out
+
+
+# timm's VOLO (timm/models/volo.py): the stem and the 4 x 4 patch embedding are one PatchEmbed module, and the
+# stages are one ``network`` list (outlookers, the patch-merging downsample, then the transformer blocks).
+register_timm_rules(VOLO, renames=(
+    (r"^patch_embed\.conv\.([036])\.", lambda m: f"stem.{'036'.index(m[1])}.0."),   # conv, BN, ReLU x 3
+    (r"^patch_embed\.conv\.([147])\.", lambda m: f"stem.{'147'.index(m[1])}.1."),
+    (r"^patch_embed\.proj\.", "patch_embed."),
+    (r"^network\.0\.", "outlookers."), (r"^network\.1\.proj\.", "downsample."),
+    (r"^post_network\.(\d+)\.attn\.", r"class_blocks.\1."), (r"^post_network\.", "class_blocks."),
+), convert=_from_timm)
+
+register_model("volo_d1", VOLO, timm="volo_d1_224", layers=(4, 14), embed_dims=(192, 384), num_heads=(6, 12))

@@ -181,7 +181,7 @@ class ResNet(nn.Module):
         check_choice("shortcut", shortcut, ("conv", "avg"))
         attn = [get_attn(attn_layer, **kw) for kw in _per_stage("attn_kwargs", attn_kwargs)]
         attn_stages, fuse_stages = _stages("attn_stages", attn_stages), _stages("fuse_stages", fuse_stages)
-        conv = get_conv(conv_layer, **(conv_kwargs or {})) if conv_layer is not None else None
+        conv = get_conv(conv_layer, **(conv_kwargs or {}))
         fuse = get_block_or_callable(fuse_layer)
         self.stem = make_stem(stem, in_chans)
         rates = drop_path_rates(drop_path_rate, sum(layers))
