@@ -1,5 +1,5 @@
 """Every registered model with a timm twin loads timm's weights and gives timm's logits (random weights,
-randomised BatchNorm statistics, eval mode) at its default size and at a second size both accept."""
+randomised BatchNorm statistics, eval mode) at its default size and at a second size both compute the same way."""
 import pytest
 import torch
 import torch.nn as nn
@@ -11,7 +11,16 @@ timm = pytest.importorskip("timm", reason="timm is part of the test extra: pip i
 
 TWINS = list_timm_twins()
 # The second size: odd and non-square where the architecture allows any size, else another multiple of its stride.
-OTHER_SIZE = {"volo_d1": (192, 160), "vit_": (160, 208)}
+# Where ours departs from timm by design, a size where the departure does not act: MobileViT's maps must be even at
+# strides 8-32 (we pad and mask odd ones, timm and the authors resize them); ViT's 14 x 14 patch grid needs no
+# resampling of the position embeddings (we resample bicubically without antialiasing, timm with); timm's VOLO
+# never resamples them, so both VOLOs are built for the second size.
+OTHER_SIZE = {"volo_d1": (256, 256), "vit_": (217, 209), "mobilevit_": (192, 320)}
+# Keyword arguments for the pair at the second size where the defaults cannot run it: "timm" for timm's model only
+# (timm's ViT takes other sizes only when asked, then zero-pads to whole patches as ours does), "both" for ours and
+# timm's (VOLO's position embedding is laid out for one input size in timm).
+OTHER_SIZE_KWARGS = {"vit_": {"timm": dict(dynamic_img_size=True, dynamic_img_pad=True)},
+                     "volo_d1": {"both": dict(img_size=256)}}
 
 
 def _randomise(model: nn.Module, seed: int = 0) -> None:
@@ -26,22 +35,33 @@ def _randomise(model: nn.Module, seed: int = 0) -> None:
                     m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.5)
 
 
+def _by_prefix(table: dict, name: str, default):
+    return next((v for k, v in table.items() if name.startswith(k)), default)
+
+
 def _other_size(name: str) -> tuple[int, int]:
-    return next((v for k, v in OTHER_SIZE.items() if name.startswith(k)), (161, 129))
+    return _by_prefix(OTHER_SIZE, name, (161, 129))
+
+
+def _pair(name: str, timm_kwargs: dict | None = None, both_kwargs: dict | None = None):
+    torch.manual_seed(0)
+    theirs = timm.create_model(TWINS[name], **(timm_kwargs or {}), **(both_kwargs or {})).eval()
+    _randomise(theirs)
+    return theirs, load_timm_weights(create_model(name, **(both_kwargs or {})).eval(), theirs)
 
 
 def test_there_are_twins():
-    assert {"resnet50", "se_resnet50", "sknet50", "vit_base_patch16_224"} <= set(TWINS)
+    assert {"resnet50", "se_resnet50", "sknet50", "vit_base_patch16_224", "volo_d1", "mobilevit_s",
+            "mobilevitv2_100", "mobilenetv2_100"} <= set(TWINS)
 
 
 @pytest.mark.parametrize("name", sorted(TWINS))
 def test_timm_weights_give_timm_logits(name):
-    torch.manual_seed(0)
-    theirs = timm.create_model(TWINS[name]).eval()
-    _randomise(theirs)
-    ours = load_timm_weights(create_model(name).eval(), theirs)
+    theirs, ours = _pair(name)
     default = theirs.pretrained_cfg.get("input_size", (3, 224, 224))[1:]
     for size in (default, _other_size(name)):
+        if size != default and (kwargs := _by_prefix(OTHER_SIZE_KWARGS, name, None)):
+            theirs, ours = _pair(name, kwargs.get("timm"), kwargs.get("both"))
         x = torch.randn(1, 3, *size)
         with torch.no_grad():
             expected, got = theirs(x), ours(x)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from ..layers import ConvNormAct, Mlp, MultiHeadSelfAttention, check_positive_int, make_divisible, to_2tuple
 from ..registry import register_attention, register_model
+from ..timm import register_timm_rules
 
 
 class TransformerLayer(nn.Module):
@@ -188,7 +189,18 @@ class MobileViT(nn.Module):
         return self.head(self.forward_features(x).mean(dim=(2, 3)))
 
 
+# timm's MobileViT (timm/models/mobilevit.py on byobnet.py): conv-norm-act units are ``<name>.conv`` and
+# ``<name>.bn``; the first stage is a one-block list there and a single block here.
+_TIMM_UNITS = {"conv1_1x1": "block.0", "conv2_kxk": "block.1", "conv3_1x1": "block.2", "conv_kxk": "local_rep.0",
+               "conv_proj": "proj", "conv_fusion": "fusion", "final_conv": "conv_exp", "stem": "stem"}
+register_timm_rules(MobileViT, renames=(
+    (r"(^|\.)(\w+)\.(conv|bn)\.", lambda m: f"{m[1]}{_TIMM_UNITS.get(m[2], m[2])}.{'01'[m[3] == 'bn']}."),
+    (r"^stages\.0\.0\.", "stages.0."), (r"\.conv_1x1\.", ".local_rep.1."), (r"\.transformer\.", ".layers."),
+    (r"^head\.fc\.", "head."),
+))
+
 # ml-cvnets configuration (Table 4 / Fig. 1 of the paper): widths, transformer widths and depths.
-register_model("mobilevit_xxs", MobileViT, channels=(16, 16, 24, 48, 64, 80), dims=(64, 80, 96), expand_ratio=2.0)
-register_model("mobilevit_xs", MobileViT, channels=(16, 32, 48, 64, 80, 96), dims=(96, 120, 144))
-register_model("mobilevit_s", MobileViT, channels=(16, 32, 64, 96, 128, 160), dims=(144, 192, 240))
+register_model("mobilevit_xxs", MobileViT, timm="mobilevit_xxs", channels=(16, 16, 24, 48, 64, 80), dims=(64, 80, 96),
+               expand_ratio=2.0)
+register_model("mobilevit_xs", MobileViT, timm="mobilevit_xs", channels=(16, 32, 48, 64, 80, 96), dims=(96, 120, 144))
+register_model("mobilevit_s", MobileViT, timm="mobilevit_s", channels=(16, 32, 64, 96, 128, 160), dims=(144, 192, 240))

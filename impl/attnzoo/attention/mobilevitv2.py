@@ -38,6 +38,7 @@ import math
 from ..layers import ConvNormAct, check_positive_int, make_divisible
 from ..layers.tokens import TokenAttention
 from ..registry import register_attention, register_model
+from ..timm import register_timm_rules
 
 
 @register_attention("separable_attn", layout="nlc")
@@ -167,5 +168,29 @@ class MobileViTv2(nn.Module):
         return self.head(self.forward_features(x).mean(dim=(2, 3)))
 
 
+_TIMM_UNITS = {"stem": "stem", "conv1_1x1": "block.0", "conv2_kxk": "block.1", "conv3_1x1": "block.2",
+               "conv_kxk": "local.0", "conv_proj": "proj"}
+
+
+def _timm_renames(model: MobileViTv2) -> tuple:
+    """timm's MobileViTv2 (timm/models/mobilevit.py on byobnet.py) -> ours.
+
+    timm groups the blocks in five stages (1, 2, 2, 2, 2 blocks), ours are one list; conv-norm units are
+    ``<name>.conv``/``<name>.bn``; the separable attention's projections are 1x1 convolutions there (same numbers);
+    the final GroupNorm of each MobileViTv2 block is ``norm`` there and the last entry of ``layers`` here.
+    """
+    final_norms = tuple((rf"^stages\.{i}\.norm\.", f"stages.{i}.layers.{len(m.layers) - 1}.")
+                        for i, m in enumerate(model.stages) if isinstance(m, MobileViTv2Block))
+    return (
+        (r"(^|\.)(\w+)\.(conv|bn)\.", lambda m: f"{m[1]}{_TIMM_UNITS.get(m[2], m[2])}.{'01'[m[3] == 'bn']}."),
+        (r"^stages\.(\d+)\.(\d+)\.", lambda m: f"stages.{2 * int(m[1]) + int(m[2]) - (m[1] != '0')}."),
+        (r"\.conv_1x1\.", ".local.1."), (r"\.transformer\.", ".layers."), (r"\.attn\.qkv_proj\.", ".attn.qkv."),
+        (r"\.mlp\.fc1\.", ".ffn.0."), (r"\.mlp\.fc2\.", ".ffn.2."), (r"^head\.fc\.", "head."),
+    ) + final_norms
+
+
+register_timm_rules(MobileViTv2, renames=_timm_renames)
+
 for _alpha in (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0):
-    register_model(f"mobilevitv2_{round(_alpha * 100):03d}", MobileViTv2, width_multiplier=_alpha)
+    _name = f"mobilevitv2_{round(_alpha * 100):03d}"
+    register_model(_name, MobileViTv2, timm=_name, width_multiplier=_alpha)

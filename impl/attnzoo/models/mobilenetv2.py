@@ -3,8 +3,14 @@
 Inverted residual blocks: a 1x1 convolution expands a thin input t times, a 3x3 depthwise convolution filters it,
 and a linear 1x1 projection (no activation) returns to a thin output; the shortcut joins the thin ends. Settings
 are the paper's Table 2. ``attn_layer`` puts an attention module after each depthwise convolution of the blocks
-with expansion 6, where Coordinate Attention (arXiv:2103.02907) places it; no plain MobileNetV2 is registered yet
-(the catalogue lists the paper as planned).
+with expansion 6, where Coordinate Attention (arXiv:2103.02907) places it.
+
+Width multipliers (the paper's 0.35, 0.5, 0.75, 1.0 and 1.4) scale every layer, rounded to a multiple of 8 without
+losing more than 10 %; below 1.0 the last 1x1 convolution keeps its 1280 channels (Sec. 4 of the paper, "Trade-off
+hyper parameters", and ``finegrain_classification_mode`` in the authors' TF-slim code). Registered as
+``mobilenetv2_035`` ... ``mobilenetv2_140`` with dropout 0.2 before the classifier (keep probability 0.8 in the slim
+training scope); each has the architecture of timm's model of the same name, whose weights ``load_timm_weights``
+maps onto ours.
 """
 from __future__ import annotations
 
@@ -12,7 +18,8 @@ import torch
 import torch.nn as nn
 
 from ..layers import ConvNormAct, check_positive_int, make_divisible
-from ..registry import get_attn
+from ..registry import get_attn, register_model
+from ..timm import register_timm_rules
 
 
 class InvertedResidual(nn.Module):
@@ -72,3 +79,34 @@ class MobileNetV2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x).mean(dim=(2, 3)))
+
+
+def _timm_renames() -> tuple:
+    """timm's MobileNetV2 (timm/models/efficientnet.py, _efficientnet_blocks.py) -> ours.
+
+    timm groups the blocks by row of Table 2 (``blocks.<row>.<i>``), ours are one list after the stem; its
+    first row (t = 1) is a depthwise-separable block (``conv_dw``, ``conv_pw``), the others are inverted
+    residuals (``conv_pw`` expands, ``conv_dw``, ``conv_pwl`` projects).
+    """
+    first = [1]
+    for _, _, n, _ in MBV2_SETTINGS:
+        first.append(first[-1] + n)
+    separable = {"conv_dw": "0.0", "bn1": "0.1", "conv_pw": "1.0", "bn2": "1.1"}
+    inverted = {"conv_pw": "0.0", "bn1": "0.1", "conv_dw": "1.0", "bn2": "1.1", "conv_pwl": "2.0", "bn3": "2.1"}
+
+    def block(m) -> str:
+        row, i, unit = int(m[1]), int(m[2]), m[3]
+        units = separable if MBV2_SETTINGS[row][0] == 1 else inverted
+        return f"features.{first[row] + i}.conv.{units.get(unit, unit)}."
+
+    return ((r"^blocks\.(\d+)\.(\d+)\.(\w+)\.", block),
+            (r"^conv_stem\.", "features.0.0."), (r"^bn1\.", "features.0.1."),
+            (r"^conv_head\.", f"features.{first[-1]}.0."), (r"^bn2\.", f"features.{first[-1]}.1."),
+            (r"^classifier\.", "head.1."))
+
+
+register_timm_rules(MobileNetV2, renames=_timm_renames())
+
+for _width in (0.35, 0.5, 0.75, 1.0, 1.4):
+    _name = f"mobilenetv2_{round(_width * 100):03d}"
+    register_model(_name, MobileNetV2, timm=_name, width_mult=_width, drop_rate=0.2)

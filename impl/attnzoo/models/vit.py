@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from ..layers import DropPath, Mlp, MultiHeadSelfAttention, check_choice, check_positive_int, trunc_normal_init
 from ..registry import register_model
+from ..timm import register_timm_rules
 
 
 class PatchEmbed(nn.Module):
@@ -125,5 +126,9 @@ _VARIANTS = {
     "vit_base_patch16_224": dict(embed_dim=768, depth=12, num_heads=12),
     "vit_large_patch16_224": dict(embed_dim=1024, depth=24, num_heads=16),
 }
+# timm's VisionTransformer (timm/models/vision_transformer.py) keeps the same names for every tensor; its extra
+# modules (norm_pre, ls1/ls2, q_norm/k_norm, fc_norm) are parameter-free identities in these configurations.
+register_timm_rules(VisionTransformer, renames=())
+
 for _name, _cfg in _VARIANTS.items():
-    register_model(_name, VisionTransformer, img_size=224, patch_size=16, **_cfg)
+    register_model(_name, VisionTransformer, timm=_name, img_size=224, patch_size=16, **_cfg)
