@@ -1,4 +1,4 @@
-"""MobileViT block: exact unfold/fold, global receptive field, padding handled by key masking."""
+"""MobileViT block: exact unfold/fold, global receptive field, odd sizes resized (authors) or padded and masked."""
 import pytest
 import torch
 
@@ -6,7 +6,7 @@ from attnzoo import create_attention
 
 
 def test_unfold_fold_round_trip_at_odd_size():
-    m = create_attention("mobilevit", 16)
+    m = create_attention("mobilevit", 16, odd_size="pad")
     x = torch.randn(2, 24, 7, 9)
     patches, mask, grid = m.unfold(x)
     assert patches.shape == (2 * 4, 4 * 5, 24) and mask is not None
@@ -16,7 +16,7 @@ def test_unfold_fold_round_trip_at_odd_size():
 
 def test_padded_tokens_are_masked_out_as_keys():
     torch.manual_seed(0)
-    m = create_attention("mobilevit", 16).eval()
+    m = create_attention("mobilevit", 16, odd_size="pad").eval()
     x = torch.randn(1, 24, 5, 7)
     patches, mask, _ = m.unfold(x)
     # pixel slot (0, 0) of every patch is real; slot (1, 1) is padding in the last patch row and column
@@ -43,3 +43,17 @@ def test_every_pixel_sees_the_whole_map():
     assert diff[..., 0, 0].max() > 1e-6  # far beyond the two 3x3 convolutions' reach
     with pytest.raises(ValueError):
         create_attention("mobilevit", 16, kernel_size=2)
+
+
+def test_odd_sizes_are_resized_bilinearly_by_default_as_the_authors_do():
+    """Authors (and timm): interpolate to the next multiple of the patch, unfold, fold, interpolate back."""
+    m = create_attention("mobilevit", 16)
+    x = torch.randn(2, 24, 7, 9)
+    patches, mask, grid = m.unfold(x)
+    assert mask is None and grid == (4, 5)
+    up = torch.nn.functional.interpolate(x, size=(8, 10), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(patches, m.unfold(up)[0])
+    expected = torch.nn.functional.interpolate(up, size=(7, 9), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(m.fold(patches, grid, (7, 9)), expected)
+    with pytest.raises(ValueError, match="odd_size"):
+        create_attention("mobilevit", 16, odd_size="crop")

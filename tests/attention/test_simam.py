@@ -32,7 +32,7 @@ def test_more_distinct_neurons_get_larger_weights_and_1x1_is_finite():
     w = m.weights(x).flatten()
     dist = (x.flatten() - x.mean()).abs()
     assert torch.equal(w.argsort(), dist.argsort())
-    assert torch.isfinite(m(torch.randn(2, 3, 1, 1))).all()
+    assert torch.isfinite(create_attention("simam", 3)(torch.randn(2, 3, 1, 1))).all()
 
 
 def test_resnet_places_simam_after_the_3x3_conv_before_bn():

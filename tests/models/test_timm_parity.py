@@ -15,12 +15,17 @@ TWINS = list_timm_twins()
 # strides 8-32 (we pad and mask odd ones, timm and the authors resize them); ViT's 14 x 14 patch grid needs no
 # resampling of the position embeddings (we resample bicubically without antialiasing, timm with); timm's VOLO
 # never resamples them, so both VOLOs are built for the second size.
-OTHER_SIZE = {"volo_d1": (256, 256), "vit_": (217, 209), "mobilevit_": (192, 320)}
+OTHER_SIZE = {"volo_d1": (256, 256), "vit_": (217, 209)}
 # Keyword arguments for the pair at the second size where the defaults cannot run it: "timm" for timm's model only
 # (timm's ViT takes other sizes only when asked, then zero-pads to whole patches as ours does), "both" for ours and
 # timm's (VOLO's position embedding is laid out for one input size in timm).
 OTHER_SIZE_KWARGS = {"vit_": {"timm": dict(dynamic_img_size=True, dynamic_img_pad=True)},
                      "volo_d1": {"both": dict(img_size=256)}}
+# Swin: a size needing no window padding at any stage (timm pads after the cyclic shift, we before it as the
+# authors' detection code does), for which timm's masks must be built at construction. DeiT: as ViT.
+OTHER_SIZE.update({"swin_": (224, 448), "deit_": (217, 209)})
+OTHER_SIZE_KWARGS.update({"swin_": {"timm": dict(img_size=(224, 448))},
+                          "deit_": {"timm": dict(dynamic_img_size=True, dynamic_img_pad=True)}})
 
 
 def _randomise(model: nn.Module, seed: int = 0) -> None:

@@ -16,9 +16,11 @@ Models: MobileViT-XXS, -XS and -S (MobileNetV2 inverted residuals with SiLU and,
 MobileViT block after the stride-2 MV2 block), registered as ``mobilevit_xxs``, ``mobilevit_xs``, ``mobilevit_s``;
 widths, depths and 4 heads per attention as in the authors' ml-cvnets configuration.
 
-Departures: inputs whose sides are not multiples of the patch size are zero-padded at the right and bottom
-before unfolding (the authors' code resizes the map bilinearly instead), and the padded tokens are masked out
-as keys in the attention, so they never change the real pixels' outputs; the padding is cut off after folding.
+Inputs whose sides are not multiples of the patch size: as in the authors' code (and timm), the map is resized
+bilinearly to the next multiple before unfolding and back after folding (``odd_size="resize"``, the default, so
+their checkpoints reproduce). ``odd_size="pad"`` is our alternative: zero-pad at the right and bottom, mask the
+padded tokens out as keys (they never change the real pixels' outputs) and cut the padding off after folding,
+so no pixel is interpolated.
 Dropout is off by default (the authors train with 0.1 in the transformer). Defaults for the registered block at
 64 channels: d = 96, FFN 192, 2 layers, 4 heads, 2 x 2 patches (MobileViT-XS's first MobileViT block, which
 has exactly 64 input channels); in general d defaults to 1.5 C rounded to a multiple of the heads.
@@ -31,7 +33,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import ConvNormAct, Mlp, MultiHeadSelfAttention, check_positive_int, make_divisible, to_2tuple
+from ..layers import (ConvNormAct, Mlp, MultiHeadSelfAttention, check_choice, check_positive_int, make_divisible,
+                      to_2tuple)
 from ..registry import register_attention, register_model
 from ..timm import register_timm_rules
 
@@ -60,12 +63,14 @@ class MobileViTBlock(nn.Module):
         (default 2 d). depth: L transformer layers. num_heads: attention heads (ml-cvnets: 4).
         patch_size: (h, w) of the unfolding patches (paper: 2 x 2). kernel_size: of the local and fusion convs.
         attn_drop, drop: dropout in attention and transformer. fusion: concatenate the input and fuse (paper).
+        odd_size: "resize" (authors) or "pad" (masked zero padding) for sides not divisible by the patch size.
     """
 
     def __init__(self, channels: int, transformer_dim: int | None = None, ffn_dim: int | None = None,
                  depth: int = 2, num_heads: int = 4, patch_size: int | tuple[int, int] = 2, kernel_size: int = 3,
-                 attn_drop: float = 0.0, drop: float = 0.0, fusion: bool = True):
+                 attn_drop: float = 0.0, drop: float = 0.0, fusion: bool = True, odd_size: str = "resize"):
         super().__init__()
+        self.odd_size = check_choice("odd_size", odd_size, ("resize", "pad"))
         check_positive_int("channels", channels)
         check_positive_int("num_heads", num_heads)
         check_positive_int("depth", depth)
@@ -92,7 +97,9 @@ class MobileViTBlock(nn.Module):
         nh, nw = math.ceil(h / ph), math.ceil(w / pw)
         pad_h, pad_w = nh * ph - h, nw * pw - w
         mask = None
-        if pad_h or pad_w:
+        if (pad_h or pad_w) and self.odd_size == "resize":
+            x = F.interpolate(x, size=(nh * ph, nw * pw), mode="bilinear", align_corners=False)
+        elif pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
             valid = torch.zeros(nh * ph, nw * pw, dtype=torch.bool, device=x.device)
             valid[:h, :w] = True
@@ -109,6 +116,8 @@ class MobileViTBlock(nn.Module):
         d = patches.shape[-1]
         b = patches.shape[0] // (ph * pw)
         x = patches.reshape(b, ph, pw, nh, nw, d).permute(0, 5, 3, 1, 4, 2).reshape(b, d, nh * ph, nw * pw)
+        if self.odd_size == "resize" and tuple(x.shape[-2:]) != tuple(hw):
+            return F.interpolate(x, size=tuple(hw), mode="bilinear", align_corners=False)
         return x[:, :, : hw[0], : hw[1]]
 
     @torch.no_grad()
