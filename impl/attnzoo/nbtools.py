@@ -125,6 +125,18 @@ def print_table(rows: list[dict]) -> None:
         print("  ".join(str(r.get(c, "")).ljust(widths[c]) for c in cols))
 
 
+def print_timm_twins(models: list[str]) -> dict[str, str]:
+    """Print (and return) which of ``models`` have a timm twin, i.e. load timm's weights with identical logits."""
+    from .timm import list_timm_twins
+
+    twins = list_timm_twins()
+    rows = [{"model": m, "timm model": twins.get(m, "-"),
+             "weights": "create_model(..., pretrained=True)" if m in twins else "none released in timm"}
+            for m in models]
+    print_table(rows)
+    return {m: twins[m] for m in models if m in twins}
+
+
 def check_backward(module: nn.Module, x: torch.Tensor, **kwargs) -> int:
     """Run forward + backward on a random-sized input; assert every used parameter gets a finite gradient.
 

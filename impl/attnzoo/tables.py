@@ -45,15 +45,34 @@ def category_table(items: list[Entry], notebook_link) -> list[str]:
     return rows
 
 
+def timm_table(entries: dict[str, Entry], notebook_link) -> list[str]:
+    """Our models with a timm twin (the ``timm=`` of their registration): the same architecture, so
+    ``load_timm_weights`` / ``create_model(name, pretrained=True)`` give timm's logits."""
+    from .timm import list_timm_twins
+
+    paper = {name: e for e in entries.values() for name in (e.get("implementation") or {}).get("models", [])}
+    rows = ["| Model | timm model | Paper |", "| --- | --- | --- |"]
+    for name, twin in sorted(list_timm_twins().items()):
+        e = paper.get(name)
+        title = f"[{_link_text(e.title)}]({notebook_link(e)})" if e is not None and e.get("notebook") else "—"
+        rows.append(f"| `{name}` | `{twin}` | {title} |")
+    return rows
+
+
 def catalogue_markdown(entries: dict[str, Entry], notebook_link, heading: str = "###") -> str:
-    """Contents list first, then one table per category (in the vocabulary's order)."""
+    """Contents list first, then one table per category (in the vocabulary's order), then the timm twins."""
     by_cat = {c: [e for e in entries.values() if e.get("category") == c] for c in categories()}
     implemented = sum(1 for e in entries.values() if e.get("status") == "implemented")
     lines = [f"{len(entries)} papers, {implemented} with code and an executed notebook here "
              "(✅ notebook; 🚧 planned: implemented by the seed collections, not yet here).", "",
              "**Contents**", ""]
     lines += [f"- [{category_title(c)}](#{anchor(c)}) ({len(items)})" for c, items in by_cat.items() if items]
+    lines += ["- [Weights from timm](#weights-from-timm)"]
     for c, items in by_cat.items():
         if items:
             lines += ["", f"{heading} {category_title(c)}", "", *category_table(items, notebook_link)]
+    lines += ["", f"{heading} Weights from timm", "",
+              "These models have the architecture of a timm model: `load_timm_weights(model, timm_model)` and "
+              "`create_model(name, pretrained=True)` load its weights, and a test checks that the logits are "
+              "timm's.", "", *timm_table(entries, notebook_link)]
     return "\n".join(lines) + "\n"

@@ -102,3 +102,21 @@ def test_pretrained_fails_clearly_without_network(monkeypatch):
         create_model("resnet50", pretrained=True)
     with pytest.raises(ValueError, match="has no timm twin"):
         create_model("gfnet_ti", pretrained=True)
+
+
+def test_every_paper_with_a_twin_shows_it_on_its_book_page():
+    """The correspondence is data (``timm=`` on the registration); each paper's notebook prints it."""
+    import nbformat
+
+    from attnzoo.catalogue import load_catalogue
+    from attnzoo.paths import project_root
+
+    entries, _ = load_catalogue()
+    missing = []
+    for e in entries.values():
+        models = (e.get("implementation") or {}).get("models", [])
+        if e.get("notebook") and any(m in TWINS for m in models):
+            nb = nbformat.read(project_root() / e.notebook, as_version=4)
+            if not any("print_timm_twins" in c.source for c in nb.cells if c.cell_type == "code"):
+                missing.append(e.notebook)
+    assert not missing, f"add a 'Weights from timm' cell (nbtools.print_timm_twins) to {missing}"
