@@ -12,3 +12,66 @@ def device(request) -> torch.device:
     if dev.startswith("cuda") and not torch.cuda.is_available():
         pytest.fail(f"--device {dev} requested but CUDA is not available")
     return torch.device(dev)
+
+
+# --- the command-line tools, tested on a temporary copy of the project -----------------------------------------
+
+def _root():
+    from attnzoo.paths import project_root
+
+    return project_root()
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A copy of the project's metadata (catalogue, bib, README, notebooks) to break safely."""
+    import shutil
+
+    root = _root()
+    for name in ("catalogue", "book/notebooks"):
+        shutil.copytree(root / name, tmp_path / name)
+    for name in ("references.bib", "README.md"):
+        shutil.copy(root / name, tmp_path / name)
+    return tmp_path
+
+
+def _run(root, *args) -> int:
+    from attnzoo.cli import main
+
+    return main(["--root", str(root), *args])
+
+
+def _snapshot(root) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts}
+
+
+def _edit_entry(root, entry_id, **changes):
+    import yaml
+
+    path = root / "catalogue" / f"{entry_id}.yaml"
+    data = yaml.safe_load(path.read_text())
+    data.update(changes)
+    for key, value in changes.items():
+        if value is None:
+            del data[key]
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return path
+
+
+@pytest.fixture
+def run():
+    """``run(root, *args)``: ``attnzoo --root ROOT ARGS...`` in this process; returns the exit status."""
+    return _run
+
+
+@pytest.fixture
+def snapshot():
+    """``snapshot(root)``: every file under root (bytes by relative path), to prove a command changed nothing."""
+    return _snapshot
+
+
+@pytest.fixture
+def edit_entry():
+    """``edit_entry(root, id, field=value, ...)``: rewrite a catalogue entry (value None deletes the field)."""
+    return _edit_entry

@@ -25,7 +25,8 @@ def test_notebook_runs(entry_id, path, tmp_path, request):
 def test_notebook_is_clean_and_parametrized(entry_id, path):
     nb = json.loads(path.read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "commit without outputs"
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), \
+        f"commit without outputs: run `attnzoo clean {entry_id}`"
     params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(params) == 1, "exactly one cell tagged 'parameters'"
     src = "".join(params[0]["source"])

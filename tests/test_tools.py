@@ -1,7 +1,8 @@
 """The catalogue tools on good and bad input: errors name the file and field, exit non-zero, change nothing."""
 import json
 import shutil
-from pathlib import Path
+import subprocess
+import sys
 
 import jsonschema
 import pytest
@@ -13,35 +14,6 @@ from attnzoo.paths import SCHEMA, project_root
 from attnzoo.tables import END, START
 
 ROOT = project_root()
-
-
-@pytest.fixture
-def project(tmp_path) -> Path:
-    """A copy of the project's metadata (catalogue, bib, README, notebooks) to break safely."""
-    for name in ("catalogue", "book/notebooks"):
-        shutil.copytree(ROOT / name, tmp_path / name)
-    for name in ("references.bib", "README.md"):
-        shutil.copy(ROOT / name, tmp_path / name)
-    return tmp_path
-
-
-def run(project, *args):
-    return main(["--root", str(project), *args])
-
-
-def snapshot(project):
-    return {p: p.read_bytes() for p in project.rglob("*") if p.is_file()}
-
-
-def edit_entry(project, entry_id, **changes):
-    path = project / "catalogue" / f"{entry_id}.yaml"
-    data = yaml.safe_load(path.read_text())
-    data.update(changes)
-    for key, value in changes.items():
-        if value is None:
-            del data[key]
-    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
-    return path
 
 
 def test_schema_is_valid_and_every_entry_passes():
@@ -56,25 +28,25 @@ def test_the_repository_itself_passes_check_and_readme_check(capsys):
     assert main(["--root", str(ROOT), "readme", "--check"]) == 0
 
 
-def test_check_passes_on_a_copy(project):
+def test_check_passes_on_a_copy(project, run):
     assert run(project, "check") == 0
 
 
-def test_malformed_yaml_names_file_and_line(project, capsys):
+def test_malformed_yaml_names_file_and_line(project, capsys, run):
     (project / "catalogue" / "senet.yaml").write_text("id: senet\ntitle: [unclosed\n")
     assert run(project, "check") == 1
     err = capsys.readouterr().err
     assert "catalogue/senet.yaml:" in err and "malformed YAML" in err
 
 
-def test_missing_field_is_named(project, capsys):
+def test_missing_field_is_named(project, capsys, run, edit_entry):
     edit_entry(project, "cbam", venue=None)
     assert run(project, "check") == 1
     err = capsys.readouterr().err
     assert "catalogue/cbam.yaml" in err and "venue" in err and "missing required field" in err
 
 
-def test_unknown_category_names_file_field_and_line(project, capsys):
+def test_unknown_category_names_file_field_and_line(project, capsys, run):
     path = project / "catalogue" / "senet.yaml"
     text = path.read_text().replace("category: channel-attention", "category: channel-atention")
     path.write_text(text)
@@ -84,7 +56,7 @@ def test_unknown_category_names_file_field_and_line(project, capsys):
     assert f"catalogue/senet.yaml:{line}: category: 'channel-atention' is not one of" in err
 
 
-def test_bibkey_missing_from_bib(project, capsys):
+def test_bibkey_missing_from_bib(project, capsys, run, edit_entry):
     edit_entry(project, "vit", bibkey="nobody2099missing")
     assert run(project, "check") == 1
     err = capsys.readouterr().err
@@ -92,14 +64,14 @@ def test_bibkey_missing_from_bib(project, capsys):
     assert "'dosovitskiy2021image' is used by no catalogue paper" in err
 
 
-def test_duplicate_bib_key_is_reported(project, capsys):
+def test_duplicate_bib_key_is_reported(project, capsys, run):
     bib = project / "references.bib"
     bib.write_text(bib.read_text() + "\n@misc{hu2018squeeze,\n  title={x}, author={y}, year={2018}\n}\n")
     assert run(project, "check") == 1
     assert "duplicate key 'hu2018squeeze'" in capsys.readouterr().err
 
 
-def test_duplicate_id_and_duplicate_paper(project, capsys):
+def test_duplicate_id_and_duplicate_paper(project, capsys, run, edit_entry):
     shutil.copy(project / "catalogue" / "cbam.yaml", project / "catalogue" / "cbam-copy.yaml")
     assert run(project, "check") == 1
     err = capsys.readouterr().err
@@ -111,26 +83,26 @@ def test_duplicate_id_and_duplicate_paper(project, capsys):
     assert "same arXiv id 1807.06521" in err or "near-identical title" in err
 
 
-def test_non_english_main_idea_and_bad_link(project, capsys):
+def test_non_english_main_idea_and_bad_link(project, capsys, run, edit_entry):
     edit_entry(project, "senet", main_idea="通道注意力 for every channel", links={"paper": "http://arxiv.org/abs/1709.01507"})
     assert run(project, "check") == 1
     err = capsys.readouterr().err
     assert "main_idea: must be written in English" in err and "links.paper" in err
 
 
-def test_unregistered_implementation_name(project, capsys):
+def test_unregistered_implementation_name(project, capsys, run, edit_entry):
     edit_entry(project, "senet", implementation={"attention": ["se", "no_such_module"]})
     assert run(project, "check") == 1
     assert "'no_such_module' is not a registered attention name" in capsys.readouterr().err
 
 
-def test_missing_notebook_file(project, capsys):
+def test_missing_notebook_file(project, capsys, run):
     (project / "book" / "notebooks" / "cbam.ipynb").unlink()
     assert run(project, "check") == 1
     assert "book/notebooks/cbam.ipynb does not exist" in capsys.readouterr().err
 
 
-def test_every_problem_is_listed_not_just_the_first(project, capsys):
+def test_every_problem_is_listed_not_just_the_first(project, capsys, run, edit_entry):
     edit_entry(project, "senet", venue="CVPR18")
     edit_entry(project, "cbam", year="2018")
     assert run(project, "check") == 1
@@ -138,7 +110,7 @@ def test_every_problem_is_listed_not_just_the_first(project, capsys):
     assert "catalogue/senet.yaml" in err and "catalogue/cbam.yaml" in err
 
 
-def test_pipe_and_html_in_main_idea_stay_escaped(project):
+def test_pipe_and_html_in_main_idea_stay_escaped(project, run, edit_entry):
     edit_entry(project, "senet", main_idea="Gates <b>channels</b> | then rescales & sums.")
     assert run(project, "readme") == 0
     text = (project / "README.md").read_text()
@@ -149,7 +121,7 @@ def test_pipe_and_html_in_main_idea_stay_escaped(project):
 
 
 @pytest.mark.parametrize("breakage", ["missing", "duplicated", "reversed"])
-def test_broken_readme_markers_refuse_and_change_nothing(project, capsys, breakage):
+def test_broken_readme_markers_refuse_and_change_nothing(project, capsys, breakage, run, snapshot):
     readme = project / "README.md"
     text = readme.read_text()
     if breakage == "missing":
@@ -166,7 +138,7 @@ def test_broken_readme_markers_refuse_and_change_nothing(project, capsys, breaka
     assert snapshot(project) == before
 
 
-def test_readme_check_detects_stale_tables_without_writing(project, capsys):
+def test_readme_check_detects_stale_tables_without_writing(project, capsys, run, edit_entry):
     edit_entry(project, "senet", main_idea="A freshly rewritten one-sentence summary of squeeze and excitation.")
     readme_before = (project / "README.md").read_bytes()
     assert run(project, "readme", "--check") == 1
@@ -181,7 +153,7 @@ def test_readme_check_detects_stale_tables_without_writing(project, capsys):
     assert text.split(END)[1] == readme_before.decode().split(END)[1]
 
 
-def test_readme_refuses_on_invalid_catalogue(project, capsys):
+def test_readme_refuses_on_invalid_catalogue(project, capsys, run, edit_entry):
     edit_entry(project, "senet", category="nonsense")
     before = (project / "README.md").read_bytes()
     assert run(project, "readme") == 1
@@ -198,44 +170,71 @@ def test_readme_has_contents_and_a_table_per_used_category():
     assert all(c in categories() for c in used)
 
 
-def test_new_scaffolds_and_refuses_to_overwrite(project, capsys):
-    (project / "impl" / "attnzoo" / "attention").mkdir(parents=True)
+def test_new_id_scaffolds_every_file_and_refuses_to_overwrite(project, capsys, run, snapshot):
+    before = snapshot(project)
     assert run(project, "new", "my-attention") == 0
-    created = [project / "catalogue/my-attention.yaml", project / "book/notebooks/my-attention.ipynb",
-               project / "impl/attnzoo/attention/my_attention.py"]
-    assert all(p.exists() for p in created)
-    assert "@article{my_attentionTODO," in (project / "references.bib").read_text()
-    nb = json.loads(created[1].read_text())
-    assert any("parameters" in c["metadata"].get("tags", []) for c in nb["cells"])
+    created = {"catalogue/my-attention.yaml", "book/notebooks/my-attention.ipynb",
+               "impl/attnzoo/attention/my_attention.py", "tests/attention/test_my_attention.py"}
+    after = snapshot(project)
+    assert set(after) - set(before) == created
+    assert [f for f in before if after[f] != before[f]] == ["references.bib"]
+    assert after["references.bib"].startswith(before["references.bib"])  # appended, nothing rewritten
+    assert "@article{TODO-my-attention," in after["references.bib"].decode()
+    nb = json.loads(after["book/notebooks/my-attention.ipynb"])
+    assert [c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", [])]
+    assert any("{cite}`TODO-my-attention`" in "".join(c["source"]) for c in nb["cells"])
     before = snapshot(project)
     assert run(project, "new", "my-attention") == 1
-    assert "refusing to overwrite" in capsys.readouterr().err
+    assert "catalogue/my-attention.yaml:15: status: 'my-attention' is already implemented" in capsys.readouterr().err
+    (project / "catalogue" / "my-attention.yaml").unlink()
+    del before["catalogue/my-attention.yaml"]
+    assert run(project, "new", "my-attention") == 1
+    err = capsys.readouterr().err
+    assert "impl/attnzoo/attention/my_attention.py: already exists; refusing to overwrite" in err
+    assert "references.bib: key: key 'TODO-my-attention' already exists" in err
     assert snapshot(project) == before
 
 
-def test_new_rejects_bad_id(project, capsys):
+def test_new_rejects_bad_id_without_repeating_the_field(project, capsys, run, snapshot):
     before = snapshot(project)
     assert run(project, "new", "Bad_ID") == 1
+    err = capsys.readouterr().err
+    assert "catalogue/Bad_ID.yaml: id: 'Bad_ID': an id must be lowercase letters, digits and single hyphens" in err
+    assert "id: id" not in err
     assert snapshot(project) == before
 
 
-def test_run_reports_failing_cell_and_keeps_source(project, tmp_path, capsys):
+def test_run_reports_failing_cell_and_its_output_fails_check_until_cleaned(project, tmp_path, capsys, run):
+    """The executed copy of a failing notebook (papermill's error banner and injected parameters), cleared with
+    `nbconvert --clear-output` and committed by mistake, is rejected; `attnzoo clean` restores the source."""
     from attnzoo.scaffold import write_notebook
 
     nb = project / "book" / "notebooks" / "senet.ipynb"
-    write_notebook(nb, [("params", 'device = "cpu"\nbatch_size = 2\nimage_size = 8\nseed = 0'),
+    write_notebook(nb, [("parameters", 'device = "cpu"\nbatch_size = 2\nimage_size = 8\nseed = 0'),
                         ("code", "import attnzoo\nx = 1"),
                         ("code", "raise RuntimeError('boom at ' + str(image_size))")])
-    before = nb.read_bytes()
+    source = nb.read_bytes()
     out = tmp_path / "out"
     assert run(project, "run", "senet", "-p", "image_size", "5", "--output-dir", str(out)) == 1
     err = capsys.readouterr().err
     assert "senet.ipynb, cell 2" in err and "RuntimeError: boom at 5" in err and "Traceback" in err
-    assert nb.read_bytes() == before
-    assert (out / "senet.ipynb").exists()
+    assert nb.read_bytes() == source
+
+    shutil.copy(out / "senet.ipynb", nb)
+    subprocess.run([sys.executable, "-m", "nbconvert", "--clear-output", "--inplace", str(nb)], check=True,
+                   capture_output=True)
+    executed = nb.read_bytes()
+    assert b"papermill-error-cell-tag" in executed and b'"outputs": []' in executed
+    assert run(project, "check") == 1
+    err = capsys.readouterr().err
+    assert ("book/notebooks/senet.ipynb: must be committed clean, but has papermill's error and parameter cells 0, 2, "
+            "4") in err and "run `attnzoo clean senet`" in err
+    assert nb.read_bytes() == executed
+    assert run(project, "clean", "senet") == 0
+    assert nb.read_bytes() == source
 
 
-def test_run_unknown_id_and_bad_parameter(project, capsys):
+def test_run_unknown_id_and_bad_parameter(project, capsys, run):
     assert run(project, "run", "no-such-paper") == 2
     assert "catalogue/no-such-paper.yaml" in capsys.readouterr().err
     assert run(project, "run", "senet", "-p", "not an identifier", "1") == 2
@@ -249,13 +248,15 @@ def test_parse_parameters_types():
 
 
 def test_ci_runs_the_readme_test_command():
+    """.ci/run calls the Quick start's test command verbatim (the one that ends in `python -m pytest -n auto`)."""
     readme = (ROOT / "README.md").read_text()
-    command = "pip install torch==2.13.0 -e \".[test]\" && python -m pytest -n auto"
-    assert command in readme
-    assert command in (ROOT / ".ci" / "run").read_text()
+    commands = [line for line in readme.splitlines() if line.startswith("pip install") and "pytest" in line]
+    assert len(commands) == 1, commands
+    assert "[test]" in commands[0] and commands[0].endswith("python -m pytest -n auto")
+    assert commands[0] in (ROOT / ".ci" / "run").read_text().splitlines()
 
 
-def test_link_checker_skips_without_network(monkeypatch, project, capsys):
+def test_link_checker_skips_without_network(monkeypatch, project, capsys, run):
     import attnzoo.links as links
 
     monkeypatch.setattr(links, "network_available", lambda *a, **k: False)
@@ -263,7 +264,7 @@ def test_link_checker_skips_without_network(monkeypatch, project, capsys):
     assert "skipped: no network" in capsys.readouterr().out
 
 
-def test_link_checker_reports_broken_links(monkeypatch, project, capsys):
+def test_link_checker_reports_broken_links(monkeypatch, project, capsys, run):
     import attnzoo.links as links
 
     monkeypatch.setattr(links, "network_available", lambda *a, **k: True)

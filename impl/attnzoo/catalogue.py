@@ -4,6 +4,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+import subprocess
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -13,9 +14,12 @@ import jsonschema
 import yaml
 
 from .paths import SCHEMA, project_root
+from .placeholders import has_placeholder, placeholder_values
 from .problems import Problem
 
 ID_RE = re.compile(r"^[a-z0-9]+(-[a-z0-9]+)*$")
+# the keys of ``implementation:`` and the registry kind each one lists
+IMPLEMENTATION_KINDS = {"attention": "attention", "conv": "conv", "blocks": "block", "models": "model"}
 _CJK = re.compile(r"[\u3000-\u9fff\uac00-\ud7af\uff00-\uffef]")
 
 
@@ -55,8 +59,9 @@ class Entry:
 
     @property
     def registry_names(self) -> dict[str, list[str]]:
+        """Registry names listed under ``implementation:``, by its keys (see IMPLEMENTATION_KINDS)."""
         impl = self.data.get("implementation") or {}
-        return {"attention": list(impl.get("attention", [])), "models": list(impl.get("models", []))}
+        return {key: list(impl.get(key, [])) for key in IMPLEMENTATION_KINDS}
 
 
 def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
@@ -100,23 +105,9 @@ def read_entry(path: Path, root: Path) -> tuple[Entry | None, list[Problem]]:
     if not isinstance(data, dict):
         return None, [Problem(label, "expected a mapping of fields at the top level")]
     lines = _line_index(node)
-    problems = []
-    validator = jsonschema.Draft202012Validator(schema())
-    for err in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
-        fpath = tuple(err.absolute_path)
-        if err.validator == "required":
-            missing = re.findall(r"'([^']+)' is a required property", err.message)
-            msg = f"missing required field {missing[0]!r}" if missing else err.message
-            field_name = ".".join([*map(str, fpath), *missing[:1]])
-        elif err.validator == "additionalProperties":
-            msg = err.message.replace("Additional properties are not allowed", "unknown field")
-            field_name = _field_name(fpath)
-        elif err.validator == "enum":
-            msg = f"{err.instance!r} is not one of: {', '.join(map(str, err.validator_value))}"
-            field_name = _field_name(fpath)
-        else:
-            msg, field_name = err.message, _field_name(fpath)
-        problems.append(Problem(label, msg, field_name, _line_for(lines, fpath) or None))
+    problems = [_schema_problem(err, label, lines) for err in _schema_errors(data)]
+    problems += [Problem(label, f"placeholder left from `attnzoo new`: {value!r}", _field_name(fpath),
+                         _line_for(lines, fpath)) for fpath, value in placeholder_values(data)]
     entry = Entry(data, path, lines)
     if isinstance(data.get("id"), str) and data["id"] != path.stem:
         problems.append(Problem(label, f"id {data['id']!r} must equal the file name {path.stem!r}", "id",
@@ -128,6 +119,35 @@ def read_entry(path: Path, root: Path) -> tuple[Entry | None, list[Problem]]:
         if _CJK.search(idea):
             problems.append(Problem(label, "must be written in English", "main_idea", lines.get(("main_idea",))))
     return entry, problems
+
+
+def _schema_errors(data: dict) -> list:
+    """Schema violations, minus those of scaffold placeholders (reported once, as placeholders)."""
+    errors = jsonschema.Draft202012Validator(schema()).iter_errors(data)
+    return sorted((e for e in errors if not has_placeholder(e.instance)), key=lambda e: list(map(str, e.absolute_path)))
+
+
+def _schema_problem(err, label: str, lines: dict[tuple, int]) -> Problem:
+    """A jsonschema error as a Problem: plain words, the field's dotted name and its line."""
+    fpath = tuple(err.absolute_path)
+    field_name = _field_name(fpath)
+    if err.validator == "required":
+        missing = re.findall(r"'([^']+)' is a required property", err.message)
+        msg = f"missing required field {missing[0]!r}" if missing else err.message
+        field_name = ".".join([*map(str, fpath), *missing[:1]])
+    elif err.validator == "additionalProperties":
+        msg = err.message.replace("Additional properties are not allowed", "unknown field")
+    elif err.validator == "enum":
+        from .registry import suggest
+
+        hint = suggest(str(err.instance), err.validator_value)
+        msg = f"{err.instance!r} is not one of the allowed values" + (
+            hint or f": {', '.join(map(str, err.validator_value))}")
+    elif "errorMessage" in err.schema:
+        msg = f"{err.instance!r}: {err.schema['errorMessage']}"
+    else:
+        msg = err.message
+    return Problem(label, msg, field_name, _line_for(lines, fpath))
 
 
 def _norm_title(title: str) -> str:
@@ -154,29 +174,56 @@ def load_catalogue(root: Path | None = None) -> tuple[dict[str, Entry], list[Pro
                                     f"catalogue/{entries[entry.id].path.name})", "id", entry.lines.get(("id",))))
             continue
         entries[entry.id] = entry
-    problems += _duplicate_papers(entries)
+    problems += _duplicate_papers(entries, root)
     return entries, problems
 
 
-def _duplicate_papers(entries: dict[str, Entry]) -> list[Problem]:
-    problems, by_arxiv, titles = [], {}, []
+def _duplicate_papers(entries: dict[str, Entry], root: Path) -> list[Problem]:
+    """Two entries for one paper (same arXiv id or near-identical title); the newer file is the one blamed."""
+    pairs = []
+    by_arxiv: dict[str, Entry] = {}
+    titles = [(_norm_title(e.title), e) for e in entries.values() if isinstance(e.get("title"), str)]
     for e in entries.values():
-        label = f"catalogue/{e.path.name}"
         arxiv = e.get("arxiv")
-        if arxiv:
-            if arxiv in by_arxiv:
-                problems.append(Problem(label, f"same arXiv id {arxiv} as catalogue/{by_arxiv[arxiv]}.yaml: one entry "
-                                        "per paper", "arxiv", e.lines.get(("arxiv",))))
-            by_arxiv.setdefault(arxiv, e.id)
-        if isinstance(e.get("title"), str):
-            titles.append((_norm_title(e.title), e))
+        if arxiv in by_arxiv:
+            pairs.append(("arxiv", f"same arXiv id {arxiv} as", by_arxiv[arxiv], e))
+        elif arxiv:
+            by_arxiv[arxiv] = e
     for i, (ta, ea) in enumerate(titles):
         for tb, eb in titles[i + 1:]:
             matcher = difflib.SequenceMatcher(None, ta, tb)
             if matcher.real_quick_ratio() > 0.93 and matcher.quick_ratio() > 0.93 and matcher.ratio() > 0.93:
-                problems.append(Problem(f"catalogue/{eb.path.name}", f"near-identical title to catalogue/{ea.path.name}"
-                                        f" ({ea.title!r}): one entry per paper", "title", eb.lines.get(("title",))))
+                pairs.append(("title", "near-identical title to", ea, eb))
+    if not pairs:
+        return []
+    age = newness(root, [e.path for e in entries.values()])
+    problems = []
+    for field_name, what, a, b in pairs:
+        old, new = sorted((a, b), key=lambda e: age[e.path])
+        problems.append(Problem(f"catalogue/{new.path.name}", f"{what} catalogue/{old.path.name} "
+                                f"({old.get(field_name)!r}): one entry per paper; extend that entry instead",
+                                field_name, new.lines.get((field_name,))))
     return problems
+
+
+def newness(root: Path, paths: list[Path]) -> dict[Path, tuple]:
+    """A sort key per file, larger for newer: files new or changed in ``git status`` after unchanged ones,
+    then by modification time, then by name (deterministic)."""
+    changed = _git_changed(root)
+    return {p: (p.resolve() in changed, p.stat().st_mtime_ns, p.name) for p in paths}
+
+
+def _git_changed(root: Path) -> set[Path]:
+    """Files under catalogue/ that git reports as untracked, added or modified (empty outside a git checkout)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=True).stdout
+
+    try:
+        top = Path(git("rev-parse", "--show-toplevel").strip())
+        status = git("status", "--porcelain", "-z", "--untracked-files=all", "--", "catalogue")
+    except (OSError, subprocess.CalledProcessError):
+        return set()
+    return {(top / item[3:]).resolve() for item in status.split("\0") if len(item) > 3 and item[2] == " "}
 
 
 def get_entry(entry_id: str, root: Path | None = None) -> Entry:

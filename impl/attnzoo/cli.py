@@ -1,4 +1,4 @@
-"""The ``attnzoo`` command line: check, readme, run, new, book, links."""
+"""The ``attnzoo`` command line: check, readme, run, new, clean, book, links."""
 from __future__ import annotations
 
 import argparse
@@ -23,7 +23,8 @@ def cmd_check(args) -> int:
         _print_problems(problems)
         return 1
     implemented = sum(1 for e in entries.values() if e.get("status") == "implemented")
-    print(f"ok: {len(entries)} catalogue entries ({implemented} implemented), references.bib, registry and notebooks agree")
+    print(f"ok: {len(entries)} catalogue entries ({implemented} implemented), references.bib, the registry, the code "
+          "and the notebooks agree")
     return 0
 
 
@@ -65,9 +66,10 @@ def _select_notebooks(root: Path, ids: list[str]) -> list[tuple[str, Path]]:
     unknown = [i for i in ids if i not in with_nb]
     if unknown:
         from .problems import Problem
+        from .registry import suggest
 
-        raise ProblemsError([Problem(f"catalogue/{i}.yaml", "no such entry" if i not in entries else
-                                     "entry has no notebook", "notebook") for i in unknown])
+        raise ProblemsError([Problem(f"catalogue/{i}.yaml", f"no such entry{suggest(i, entries)}" if i not in entries
+                                     else "entry has no notebook", "notebook") for i in unknown])
     return [(i, root / with_nb[i].notebook) for i in ids]
 
 
@@ -100,17 +102,67 @@ def cmd_run(args) -> int:
 
 
 def cmd_new(args) -> int:
+    from .placeholders import PLACEHOLDER
     from .scaffold import scaffold
 
     try:
-        paths = scaffold(args.root, args.id)
+        paths, entry_lines = scaffold(args.root, args.id, args.kind, args.name, args.catalogue_only)
     except ProblemsError as exc:
         _print_problems(exc.problems)
         print("nothing was written", file=sys.stderr)
         return 1
     for p in paths:
-        print(f"wrote {p.relative_to(args.root)}")
-    print("next: fill in the TODOs, then run `attnzoo check` and `attnzoo run " + args.id + "`")
+        print(f"wrote {p.relative_to(args.root).as_posix()}")
+    if entry_lines:
+        print(f"\nthen add these lines to catalogue/{args.id}.yaml, in place of its `status:` line:\n")
+        print("".join(f"    {line}\n" for line in entry_lines.splitlines()))
+    print(f"next: replace every {PLACEHOLDER}, then run `attnzoo check`" + ("" if args.catalogue_only else
+          f", `attnzoo run {args.id}` and `python -m pytest tests -k {args.name or args.id.replace('-', '_')}`"))
+    return 0
+
+
+def _notebooks_to_clean(root: Path, ids: list[str]) -> tuple[list[Path], list]:
+    """Notebook files for ``ids`` (catalogue ids, notebook file names, or 'all'), and the ids that match none."""
+    from .catalogue import load_catalogue
+    from .problems import Problem
+    from .registry import suggest
+
+    folder = root / "book" / "notebooks"
+    available = {p.stem: p for p in sorted(folder.glob("*.ipynb"))}
+    if ids == ["all"]:
+        return list(available.values()), []
+    entries, _ = load_catalogue(root)  # cleaning does not wait for the catalogue to be valid
+    listed = {i: root / e.notebook for i, e in entries.items() if isinstance(e.get("notebook"), str)}
+    paths, problems = [], []
+    for i in ids:
+        path = listed.get(i) or available.get(i)
+        if path is not None and path.is_file():
+            paths.append(path)
+        else:
+            problems.append(Problem(f"book/notebooks/{i}.ipynb", f"no such notebook{suggest(i, available)}"))
+    return paths, problems
+
+
+def cmd_clean(args) -> int:
+    from .notebooks import clean_file
+    from .problems import Problem
+
+    paths, problems = _notebooks_to_clean(args.root, args.ids)
+    if problems:
+        _print_problems(problems)
+        print("nothing was cleaned", file=sys.stderr)
+        return 1
+    for path in paths:
+        label = path.relative_to(args.root).as_posix()
+        try:
+            removed = clean_file(path)
+        except ValueError as exc:
+            problems.append(Problem(label, f"{exc}; not changed"))
+            continue
+        print(f"cleaned {label}: removed {'; '.join(removed)}" if removed else f"{label} is already clean")
+    if problems:
+        _print_problems(problems)
+        return 1
     return 0
 
 
@@ -148,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="attnzoo", description="Attention Zoo: catalogue, notebooks and book.")
     parser.add_argument("--root", type=Path, default=None, help="project checkout (default: found from cwd)")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("check", help="validate catalogue, references.bib, registry names and notebook paths")
+    sub.add_parser("check", help="validate the catalogue, references.bib, the registry, the code and the notebooks "
+                   "together; writes nothing")
     p = sub.add_parser("readme", help="regenerate the tables between the markers in README.md")
     p.add_argument("--check", action="store_true", help="exit 1 if the tables are stale; write nothing")
     p = sub.add_parser("run", help="execute notebooks with papermill into a build folder")
@@ -157,8 +210,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", help="shorthand for -p device DEVICE (e.g. cuda)")
     p.add_argument("--output-dir", default="build/notebooks", help="where executed copies go (default: %(default)s)")
     p.add_argument("--timeout", type=int, default=600, help="seconds per cell (default: %(default)s)")
-    p = sub.add_parser("new", help="scaffold YAML, BibTeX stub, module stub and notebook for a new paper")
-    p.add_argument("id", help="the new entry's id (lowercase letters, digits, hyphens)")
+    p = sub.add_parser("new", help="scaffold a paper's files: module, notebook and test for a catalogued paper; "
+                       "also the YAML entry and a BibTeX stub for a new one; never overwrites")
+    p.add_argument("id", help="a catalogued entry's id, or a new one (lowercase letters, digits, hyphens)")
+    p.add_argument("--kind", default="attention",
+                   help="the registry the paper's module joins: attention, conv, block or model (default: %(default)s)")
+    p.add_argument("--name", help="registry and module name (default: the id with '-' -> '_')")
+    p.add_argument("--catalogue-only", action="store_true", help="a new id: only the YAML entry and the BibTeX stub")
+    p = sub.add_parser("clean", help="strip outputs, execution counts and papermill traces from notebooks in place")
+    p.add_argument("ids", nargs="+", help="catalogue ids (or notebook names), or 'all'")
     p = sub.add_parser("book", help="generate the book's TOC and index pages from the catalogue and build the site")
     p.add_argument("--no-build", action="store_true", help="only generate the TOC and pages")
     p = sub.add_parser("links", help="fetch every catalogue link (maintainers; skipped without network)")
@@ -169,8 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return {"check": cmd_check, "readme": cmd_readme, "run": cmd_run, "new": cmd_new, "book": cmd_book,
-            "links": cmd_links}[args.command](args)
+    return {"check": cmd_check, "readme": cmd_readme, "run": cmd_run, "new": cmd_new, "clean": cmd_clean,
+            "book": cmd_book, "links": cmd_links}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,18 @@
-"""``attnzoo run``: execute catalogue notebooks with papermill into a build folder (sources never change)."""
+"""Catalogue notebooks: ``attnzoo run`` executes them with papermill into a build folder (sources never change);
+``attnzoo clean`` strips what running or editing leaves in them, which ``attnzoo check`` rejects."""
 from __future__ import annotations
 
+import copy
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .placeholders import PLACEHOLDER
+from .problems import Problem
 
 
 @dataclass
@@ -41,7 +48,7 @@ def _failed_cell(output: Path) -> int | None:
         nb = nbformat.read(output, as_version=4)
     except Exception:
         return None
-    skip = {"injected-parameters", "papermill-error-cell-tag"}
+    skip = set(PAPERMILL_TAGS)
     source_cells = [c for c in nb.cells if not skip & set(c.get("metadata", {}).get("tags", []))]
     for i, c in enumerate(source_cells):
         if any(o.get("output_type") == "error" for o in c.get("outputs", [])):
@@ -68,6 +75,155 @@ def run_notebook(source: Path, output: Path, parameters: dict[str, Any], timeout
 
 
 def _strip_ansi(text: str) -> str:
-    import re
-
     return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
+
+
+# What a committed notebook carries: the code and text, a standard kernel, no state from running or editing.
+NOTEBOOK_METADATA = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+                     "language_info": {"name": "python"}}
+PAPERMILL_TAGS = ("injected-parameters", "papermill-error-cell-tag")
+_RUN_CELL_METADATA = ("papermill", "execution", "ExecuteTime", "collapsed", "scrolled")
+
+
+def _numbers(cells: list[int]) -> str:
+    shown = ", ".join(map(str, cells[:6])) + (f", ... ({len(cells)} cells)" if len(cells) > 6 else "")
+    return ("cell " if len(cells) == 1 else "cells ") + shown
+
+
+def clean(nb: dict) -> list[str]:
+    """Strip outputs, execution counts, papermill's error and injected cells and run metadata from ``nb`` (a
+    notebook as parsed JSON, changed in place); returns what was removed, in words, with cell numbers counted
+    from 0 in the notebook as it was (empty: already clean)."""
+    found = {"papermill's error and parameter": [], "outputs in": [], "execution counts in": [],
+             "run metadata in": []}
+    for i, c in enumerate(nb.get("cells", [])):
+        meta = c.get("metadata", {})
+        if set(PAPERMILL_TAGS) & set(meta.get("tags", [])) or "papermill-error-cell" in "".join(c.get("source", "")):
+            found["papermill's error and parameter"].append(i)
+        if c.get("outputs"):
+            found["outputs in"].append(i)
+        if c.get("execution_count") is not None:
+            found["execution counts in"].append(i)
+        if c.get("cell_type") == "code":
+            c["outputs"], c["execution_count"] = [], None
+        if any(k in meta for k in _RUN_CELL_METADATA) or meta.get("tags") == []:
+            found["run metadata in"].append(i)
+            c["metadata"] = {k: v for k, v in meta.items()
+                             if k not in _RUN_CELL_METADATA and not (k == "tags" and v == [])}
+    tagged = found["papermill's error and parameter"]
+    nb["cells"] = [c for i, c in enumerate(nb.get("cells", [])) if i not in tagged]
+    words = [f"{what} {_numbers(cells)}" for what, cells in found.items() if cells]
+    if nb.get("metadata") != NOTEBOOK_METADATA:
+        extra = sorted(set(nb.get("metadata", {})) - {"kernelspec"})
+        words.append("notebook metadata" + (f" ({', '.join(extra)})" if extra else ""))
+        nb["metadata"] = copy.deepcopy(NOTEBOOK_METADATA)
+    return words
+
+
+def parse(text: str) -> dict:
+    """A notebook's JSON text, parsed; ValueError (with the line) when it is not a notebook."""
+    try:
+        nb = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON (line {exc.lineno}): {exc.msg}") from None
+    if not isinstance(nb, dict) or not isinstance(nb.get("cells"), list):
+        raise ValueError("not a Jupyter notebook (no list of cells)")
+    return nb
+
+
+def cell_lines(text: str) -> list[int]:
+    """The 1-based line of each cell's ``"cell_type"`` key in a notebook's JSON text, in cell order."""
+    return [text.count("\n", 0, m.start()) + 1 for m in re.finditer(r'(?<!\\)"cell_type"\s*:', text)]
+
+
+def clean_file(path: Path) -> list[str]:
+    """Clean the notebook at ``path`` in place (written only if something changed); returns what was removed."""
+    import nbformat
+
+    nb = parse(path.read_text(encoding="utf-8"))
+    found = clean(nb)
+    if found:
+        node = nbformat.from_dict(nb)
+        try:
+            nbformat.validate(node)
+        except nbformat.ValidationError as exc:
+            raise ValueError(f"not a valid notebook once cleaned: {exc.message}") from None
+        tmp = path.with_suffix(".ipynb.tmp")
+        tmp.write_text(nbformat.writes(node) + "\n", encoding="utf-8")
+        tmp.replace(path)
+    return found
+
+
+CITE = re.compile(r"\{cite(?::\w+)?\}`([^`]*)`")  # MyST: {cite}`a`, {cite:p}`a,b`, {cite:t}`a; b`
+
+
+def _line_of(lines: list[str], start: int, pattern: str) -> int:
+    """The first 1-based line at or after ``start`` matching the regex ``pattern`` (``start`` if none does)."""
+    return next((i for i in range(start, len(lines) + 1) if re.search(pattern, lines[i - 1])), start)
+
+
+def _key_pattern(key: str) -> str:
+    return rf"(?<![\w:.-]){re.escape(key)}(?![\w:.-])"
+
+
+def _missing_cites(source: str, bibkeys: set[str]) -> list[str]:
+    keys = [k.strip() for m in CITE.finditer(source) for k in re.split(r"[,;]", m[1])]
+    return [k for k in dict.fromkeys(keys) if k and k not in bibkeys]
+
+
+def _cite_problems(label: str, text: str, cells: list | None, bibkeys: set[str]) -> list[Problem]:
+    """``{cite}`` keys missing from references.bib, in Markdown ``text`` or in the markdown ``cells`` of a
+    notebook whose JSON is ``text``."""
+    from .registry import suggest
+
+    lines = text.splitlines()
+    if cells is None:
+        found = [(key, None, _line_of(lines, 1, _key_pattern(key))) for key in _missing_cites(text, bibkeys)]
+    else:
+        starts = cell_lines(text) + [1] * len(cells)  # a cell without "cell_type" is reported by nbformat, not here
+        found = [(key, f"cell {i}", _line_of(lines, starts[i], _key_pattern(key))) for i, cell in enumerate(cells)
+                 if cell.get("cell_type") == "markdown"
+                 for key in _missing_cites("".join(cell.get("source", "")), bibkeys)]
+    return [Problem(label, f"{{cite}} key {key!r} is not in references.bib{suggest(key, bibkeys)}", field, line)
+            for key, field, line in found]
+
+
+def cite_problems(path: Path, label: str, bibkeys: set[str]) -> list[Problem]:
+    """``{cite}`` keys of a book page (Markdown or notebook) that references.bib lacks."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".md":
+        return _cite_problems(label, text, None, bibkeys)
+    try:
+        return _cite_problems(label, text, parse(text)["cells"], bibkeys)
+    except ValueError as exc:
+        return [Problem(label, str(exc))]
+
+
+def notebook_problems(path: Path, label: str, bibkeys: set[str]) -> list[Problem]:
+    """A catalogue notebook's problems: not clean, not exactly one ``parameters`` cell, placeholders left from
+    the scaffold, ``{cite}`` keys missing from references.bib."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        nb = parse(text)
+    except ValueError as exc:
+        return [Problem(label, str(exc))]
+    problems = []
+    dirty = clean(copy.deepcopy(nb))
+    if dirty:
+        problems.append(Problem(label, f"must be committed clean, but has {'; '.join(dirty)}: "
+                                f"run `attnzoo clean {path.stem}`"))
+    cells, lines = nb["cells"], text.splitlines()
+    starts = cell_lines(text) + [1] * len(cells)
+    params = [i for i, c in enumerate(cells)
+              if c.get("cell_type") == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(params) != 1:
+        problems.append(Problem(label, f"needs exactly one code cell tagged 'parameters' (papermill puts `-p` values "
+                                f"after it), found {len(params)}"))
+    for i, cell in enumerate(cells):
+        source = "".join(cell.get("source", ""))
+        if PLACEHOLDER in source:
+            at = source.index(PLACEHOLDER)
+            snippet = source[at:].splitlines()[0][:70]
+            problems.append(Problem(label, f"placeholder left from `attnzoo new`: {snippet!r}", f"cell {i}",
+                                    _line_of(lines, starts[i], re.escape(PLACEHOLDER))))
+    return problems + _cite_problems(label, text, cells, bibkeys)
