@@ -28,3 +28,12 @@ def test_gates_ignore_a_shift_of_one_group():
 def test_bad_arguments():
     with pytest.raises(ValueError):
         create_attention("lct", 24, groups=16)
+
+
+def test_a_group_of_one_channel_is_refused_clearly():
+    import pytest
+
+    from attnzoo import create_attention
+
+    with pytest.raises(ValueError, match="at least 2"):
+        create_attention("lct", 16, groups=16)

@@ -42,6 +42,9 @@ class LinearContextTransform(nn.Module):
         check_positive_int("channels", channels)
         check_positive_int("groups", groups)
         check_divisible("channels", channels, groups, "groups")
+        if channels // groups < 2:
+            raise ValueError(f"each of the groups={groups} must hold at least 2 of the channels={channels} "
+                             "(a group of one channel has no variance to normalize by)")
         self.groups, self.eps = groups, eps
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
