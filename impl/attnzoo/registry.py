@@ -306,11 +306,12 @@ def _import(module: str, path: Path) -> None:
         importlib.import_module(module)
     except Exception as exc:  # noqa: BLE001  (any error in a paper's file is reported, not fatal)
         sys.modules.pop(module, None)
-        line = exc.lineno if isinstance(exc, SyntaxError) else None
-        if line is None:
+        if isinstance(exc, SyntaxError) and exc.filename:  # the file at fault may be one the paper imports
+            where, line = Path(exc.filename), exc.lineno
+        else:
             frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename) == path]
-            line = frames[-1].lineno if frames else None
-        _LOAD_ERRORS.append(LoadError(module, _relative(path), line, f"{type(exc).__name__}: {exc}"))
+            where, line = path, (frames[-1].lineno if frames else None)
+        _LOAD_ERRORS.append(LoadError(module, _relative(where), line, f"{type(exc).__name__}: {exc}"))
 
 
 def _relative(path: Path) -> str:
