@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import DropPath, Mlp, MultiHeadSelfAttention, check_choice, check_positive_int, trunc_normal_init
+from ..layers import (drop_path_rates, DropPath, Mlp, MultiHeadSelfAttention, check_choice, check_positive_int,
+                      trunc_normal_init)
 from ..registry import register_model
 from ..timm import register_timm_rules
 
@@ -89,7 +90,7 @@ class VisionTransformer(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.randn(1, 1 + self.grid ** 2, embed_dim) * 0.02)
         self.pos_drop = nn.Dropout(drop_rate)
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = drop_path_rates(drop_path_rate, depth)
         self.blocks = nn.Sequential(*[Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, r) for r in rates])
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.num_features = embed_dim
