@@ -39,7 +39,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import check_divisible, check_positive_int
+from ..layers import check_conv_args
 from ..registry import register_conv
 
 
@@ -65,11 +65,7 @@ class ACBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1,
                  dilation: int = 1, bias: bool = False, gamma_init: float | None = None, deploy: bool = False):
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("stride", stride),
-                            ("kernel_size", kernel_size), ("groups", groups), ("dilation", dilation)):
-            check_positive_int(name, value)
-        check_divisible("in_channels", in_channels, groups, "groups")
-        check_divisible("out_channels", out_channels, groups, "groups")
+        check_conv_args(in_channels, out_channels, kernel_size, stride, groups, dilation)
         if kernel_size < 3 or kernel_size % 2 == 0:
             raise ValueError(f"ACB needs an odd kernel_size >= 3 (its 1 x k and k x 1 branches lie on the centre "
                              f"row and column), got {kernel_size}")

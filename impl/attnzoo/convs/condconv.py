@@ -45,7 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import check_divisible, check_positive_int
+from ..layers import check_conv_args, check_positive_int
 from ..registry import register_conv
 
 
@@ -62,12 +62,8 @@ class CondConv2d(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1,
                  dilation: int = 1, bias: bool = False, num_experts: int = 8):
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("stride", stride),
-                            ("kernel_size", kernel_size), ("groups", groups), ("dilation", dilation),
-                            ("num_experts", num_experts)):
-            check_positive_int(name, value)
-        check_divisible("in_channels", in_channels, groups, "groups")
-        check_divisible("out_channels", out_channels, groups, "groups")
+        check_conv_args(in_channels, out_channels, kernel_size, stride, groups, dilation)
+        check_positive_int("num_experts", num_experts)
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel_size
         self.stride, self.groups, self.dilation = stride, groups, dilation
         self.padding = dilation * (kernel_size - 1) // 2

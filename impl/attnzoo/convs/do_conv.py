@@ -41,7 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import check_choice, check_divisible, check_positive_int
+from ..layers import check_choice, check_conv_args, check_positive_int
 from ..registry import register_conv
 
 GROUP_D = ("input_channel", "pytorch")
@@ -64,11 +64,7 @@ class DOConv2d(nn.Module):
                  dilation: int = 1, bias: bool = False, d_mul: int | None = None, group_d: str = "input_channel",
                  deploy: bool = False):
         super().__init__()
-        for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("stride", stride),
-                            ("kernel_size", kernel_size), ("groups", groups), ("dilation", dilation)):
-            check_positive_int(name, value)
-        check_divisible("in_channels", in_channels, groups, "groups")
-        check_divisible("out_channels", out_channels, groups, "groups")
+        check_conv_args(in_channels, out_channels, kernel_size, stride, groups, dilation)
         check_choice("group_d", group_d, GROUP_D)
         mn = kernel_size * kernel_size
         if mn == 1 and d_mul not in (None, 1):

@@ -63,3 +63,13 @@ def check_train_batch(module, x) -> None:
     if module.training and x.shape[0] < 2:
         raise ValueError(f"{type(module).__name__}: its BatchNorm on a pooled (N, C, 1, 1) descriptor needs a batch "
                          f"of at least 2 in training mode, got {x.shape[0]}; use a larger batch or call .eval()")
+
+
+def check_conv_args(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1,
+                    dilation: int = 1) -> None:
+    """The arguments every conv-kind module shares: positive integers, and groups dividing both widths."""
+    for name, value in (("in_channels", in_channels), ("out_channels", out_channels), ("kernel_size", kernel_size),
+                        ("stride", stride), ("groups", groups), ("dilation", dilation)):
+        check_positive_int(name, value)
+    check_divisible("in_channels", in_channels, groups, "groups")
+    check_divisible("out_channels", out_channels, groups, "groups")
