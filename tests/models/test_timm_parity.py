@@ -26,6 +26,9 @@ OTHER_SIZE_KWARGS = {"vit_": {"timm": dict(dynamic_img_size=True, dynamic_img_pa
 OTHER_SIZE.update({"swin_": (224, 448), "deit_": (217, 209)})
 OTHER_SIZE_KWARGS.update({"swin_": {"timm": dict(img_size=(224, 448))},
                           "deit_": {"timm": dict(dynamic_img_size=True, dynamic_img_pad=True)}})
+# Arguments of ours in every pair where timm departs from the authors' code and ours follows the authors by default:
+# timm's PoolFormer normalises the pooled vector (LayerNorm), the authors' code the last map (one-group GroupNorm).
+OURS_KWARGS = {"poolformer_": dict(head_norm="pooled")}
 
 
 def _randomise(model: nn.Module, seed: int = 0) -> None:
@@ -52,7 +55,8 @@ def _pair(name: str, timm_kwargs: dict | None = None, both_kwargs: dict | None =
     torch.manual_seed(0)
     theirs = timm.create_model(TWINS[name], **(timm_kwargs or {}), **(both_kwargs or {})).eval()
     _randomise(theirs)
-    return theirs, load_timm_weights(create_model(name, **(both_kwargs or {})).eval(), theirs)
+    ours = create_model(name, **_by_prefix(OURS_KWARGS, name, {}), **(both_kwargs or {})).eval()
+    return theirs, load_timm_weights(ours, theirs)
 
 
 def test_there_are_twins():
