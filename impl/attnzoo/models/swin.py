@@ -22,7 +22,7 @@ Any input size works, padded as the authors' detection code does (SwinTransforme
 Detection, mmdet/models/backbones/swin_transformer.py): the image is zero-padded on the right and bottom to a
 multiple of the patch size (lines 431-436), odd maps are zero-padded before patch merging (lines 283-286), and
 in every block the normalized map is zero-padded to a multiple of the window *before* the cyclic shift, the mask
-being built for the padded map (lines 214-223, 370-385); padded tokens take part in attention as keys, as
+being built for the padded map (lines 214-223, 370-389); padded tokens take part in attention as keys, as
 there, and are cropped afterwards. (timm pads after the shift instead; both agree when no padding is needed.)
 
 Attention runs in ``F.scaled_dot_product_attention`` with the bias plus mask as ``attn_mask``.
