@@ -28,7 +28,11 @@ OTHER_SIZE_KWARGS.update({"swin_": {"timm": dict(img_size=(224, 448))},
                           "deit_": {"timm": dict(dynamic_img_size=True, dynamic_img_pad=True)}})
 # Arguments of ours in every pair where timm departs from the authors' code and ours follows the authors by default:
 # timm's PoolFormer normalises the pooled vector (LayerNorm), the authors' code the last map (one-group GroupNorm).
-OURS_KWARGS = {"poolformer_": dict(head_norm="pooled")}
+OURS_KWARGS = {"poolformer_": dict(head_norm="pooled"), "mixer_": dict(gelu="exact")}
+# MLP-Mixer: the authors' GELU is JAX's tanh approximation, timm's the exact one; timm's token-mixing MLPs are built
+# for one input size, so both are built for the second.
+OTHER_SIZE["mixer_"] = (256, 192)
+OTHER_SIZE_KWARGS["mixer_"] = {"both": dict(img_size=(256, 192))}
 
 
 def _randomise(model: nn.Module, seed: int = 0) -> None:
@@ -41,6 +45,8 @@ def _randomise(model: nn.Module, seed: int = 0) -> None:
                 if m.affine:
                     m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.5 + 1)
                     m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.5)
+            elif isinstance(m, nn.Linear) and not m.weight.any():  # zero-initialised heads (MLP-Mixer): logits of 0
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.02)
 
 
 def _by_prefix(table: dict, name: str, default):
