@@ -23,7 +23,7 @@ B (128, 256, 512, 1024) and L (192, 384, 768, 1536) x (3, 3, 27, 3).
 
 Input sizes: each strided convolution (4x4/4 then three 2x2/2) drops the rows and columns that do not fill
 a whole window, as the authors' and timm's ``nn.Conv2d`` without padding do, so any input of at least
-32 x 32 pixels works (an H x W image ends as floor(floor(H/4)/8) ... maps); smaller ones are a ValueError.
+32 x 32 pixels works (an H x W image ends as a floor(H/32) x floor(W/32) map); smaller ones are a ValueError.
 """
 from __future__ import annotations
 
