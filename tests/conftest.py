@@ -6,6 +6,42 @@ def pytest_addoption(parser):
     parser.addoption("--device", default="cpu", help="device for module tests and notebooks (e.g. cuda)")
 
 
+# --- model families: one registered model stands for the variants that only scale it -------------------------
+
+# Registration arguments that only scale a model (depths, widths, heads) or choose the attention module it plugs
+# in (each attention module is tested on its own): models that differ only in these run the same code.
+SCALE_KEYS = {"layers", "depth", "depths", "embed_dim", "embed_dims", "dims", "num_heads", "heads", "mlp_ratio",
+              "mlp_ratios", "width", "widths", "width_mult", "width_multiplier", "channels", "planes", "expansion",
+              "segment_dims", "min_rd", "img_size", "drop_path_rate", "stem_width", "attn_layer", "attn_kwargs",
+              "attn_stages", "layer_scale_init_value", "hidden_dim", "tokens_mlp_dim", "channels_mlp_dim",
+              "patch_size", "window_size"}
+
+
+def _meta_params(name: str) -> int:
+    from attnzoo import create_model
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in create_model(name, num_classes=10).parameters())
+
+
+def model_family_representatives() -> list[str]:
+    """The smallest registered model of every family (builder + arguments other than SCALE_KEYS)."""
+    from attnzoo import list_models
+    from attnzoo.registry import model_entry
+
+    families: dict[tuple, list[str]] = {}
+    for name in list_models():
+        entry = model_entry(name)
+        key = (entry.builder, tuple(sorted((k, repr(v)) for k, v in entry.defaults.items() if k not in SCALE_KEYS)))
+        families.setdefault(key, []).append(name)
+    return sorted(min(names, key=_meta_params) for names in families.values())
+
+
+def pytest_generate_tests(metafunc):
+    if "family_model" in metafunc.fixturenames:
+        metafunc.parametrize("family_model", model_family_representatives())
+
+
 @pytest.fixture(scope="session")
 def device(request) -> torch.device:
     dev = request.config.getoption("--device")

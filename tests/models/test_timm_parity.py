@@ -61,8 +61,17 @@ def _pair(name: str, timm_kwargs: dict | None = None, both_kwargs: dict | None =
     torch.manual_seed(0)
     theirs = timm.create_model(TWINS[name], **(timm_kwargs or {}), **(both_kwargs or {})).eval()
     _randomise(theirs)
-    ours = create_model(name, **_by_prefix(OURS_KWARGS, name, {}), **(both_kwargs or {})).eval()
-    return theirs, load_timm_weights(ours, theirs)
+    return theirs, load_timm_weights(_uninitialised(name, **_by_prefix(OURS_KWARGS, name, {}), **(both_kwargs or {})),
+                                     theirs)
+
+
+def _uninitialised(name: str, **kwargs) -> nn.Module:
+    """Our model with allocated but uninitialised tensors (built on the meta device: initialising weights that
+    timm's then overwrite is most of the cost of the large variants). Every tensor must come from the state dict."""
+    with torch.device("meta"):
+        model = create_model(name, **kwargs)
+    assert set(dict(model.named_buffers())) <= set(model.state_dict()), "a non-persistent buffer would stay empty"
+    return model.to_empty(device="cpu").eval()
 
 
 def test_there_are_twins():
