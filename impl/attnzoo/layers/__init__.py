@@ -5,7 +5,7 @@ from .create_act import create_act
 from .drop import DropPath, drop_path_rates
 from .gates import SpatialGate
 from .init import trunc_normal_init
-from .helpers import (check_choice, check_conv_args, check_train_batch, check_divisible, check_positive_int, make_divisible, reduced_channels,
+from .helpers import (check_choice, check_conv_args, check_stages, check_train_batch, check_divisible, check_positive_int, make_divisible, reduced_channels,
                       to_2tuple)
 from .mlp import Mlp
 from .norm import LayerNorm2d
@@ -13,5 +13,5 @@ from .tokens import TokenAttention, check_hw, tokens_to_grid
 
 __all__ = [
     "MultiHeadSelfAttention", "SpatialGate", "ConvNormAct", "create_act", "DropPath", "drop_path_rates", "check_choice", "check_divisible",
-    "check_positive_int", "check_conv_args", "check_train_batch", "TokenAttention", "make_divisible", "reduced_channels", "to_2tuple", "Mlp", "LayerNorm2d", "check_hw", "tokens_to_grid", "trunc_normal_init",
+    "check_positive_int", "check_conv_args", "check_stages", "check_train_batch", "TokenAttention", "make_divisible", "reduced_channels", "to_2tuple", "Mlp", "LayerNorm2d", "check_hw", "tokens_to_grid", "trunc_normal_init",
 ]

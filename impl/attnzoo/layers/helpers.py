@@ -73,3 +73,14 @@ def check_conv_args(in_channels: int, out_channels: int, kernel_size: int, strid
         check_positive_int(name, value)
     check_divisible("in_channels", in_channels, groups, "groups")
     check_divisible("out_channels", out_channels, groups, "groups")
+
+
+def check_stages(depths, dims, num_stages: int = 4) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Blocks and widths per stage of a hierarchical backbone: ``num_stages`` positive integers each."""
+    depths, dims = tuple(depths), tuple(dims)
+    if len(depths) != num_stages or len(dims) != num_stages:
+        raise ValueError(f"depths and dims need {num_stages} entries (one per stage), got {depths!r} and {dims!r}")
+    for i, (d, c) in enumerate(zip(depths, dims)):
+        check_positive_int(f"depths[{i}]", d)
+        check_positive_int(f"dims[{i}]", c)
+    return depths, dims

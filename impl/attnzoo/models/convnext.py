@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import DropPath, LayerNorm2d, Mlp, check_positive_int, drop_path_rates
+from ..layers import DropPath, LayerNorm2d, Mlp, check_positive_int, check_stages, drop_path_rates
 from ..registry import register_model
 from ..timm import register_timm_rules
 
@@ -86,12 +86,7 @@ class ConvNeXt(nn.Module):
         super().__init__()
         check_positive_int("in_chans", in_chans)
         check_positive_int("num_classes", num_classes)
-        depths, dims = tuple(depths), tuple(dims)
-        if len(depths) != 4 or len(dims) != 4:
-            raise ValueError(f"depths and dims need four entries (one per stage), got {depths!r} and {dims!r}")
-        for i, (d, c) in enumerate(zip(depths, dims)):
-            check_positive_int(f"depths[{i}]", d)
-            check_positive_int(f"dims[{i}]", c)
+        depths, dims = check_stages(depths, dims)
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
         self.stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], 4, 4), LayerNorm2d(dims[0], eps=1e-6))

@@ -36,7 +36,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..layers import DropPath, Mlp, check_choice, check_positive_int, drop_path_rates, trunc_normal_init
+from ..layers import (DropPath, Mlp, check_choice, check_positive_int, check_stages, drop_path_rates,
+                      trunc_normal_init)
 from ..registry import get_attn, register_attention, register_model
 from ..timm import register_timm_rules
 
@@ -136,12 +137,7 @@ class PoolFormer(nn.Module):
         check_positive_int("in_chans", in_chans)
         check_positive_int("num_classes", num_classes)
         self.head_norm = check_choice("head_norm", head_norm, ("map", "pooled"))
-        depths, dims = tuple(depths), tuple(dims)
-        if len(depths) != 4 or len(dims) != 4:
-            raise ValueError(f"depths and dims need four entries (one per stage), got {depths!r} and {dims!r}")
-        for i, (d, c) in enumerate(zip(depths, dims)):
-            check_positive_int(f"depths[{i}]", d)
-            check_positive_int(f"dims[{i}]", c)
+        depths, dims = check_stages(depths, dims)
         if not mlp_ratio > 0:
             raise ValueError(f"mlp_ratio must be positive, got {mlp_ratio!r}")
         if not 0.0 <= drop_rate < 1.0 or not 0.0 <= drop_path_rate < 1.0:
