@@ -1,5 +1,15 @@
-import pytest
-import torch
+import os
+
+# With pytest-xdist every worker is its own process: one intra-op thread each (and in the notebook kernels they
+# start) keeps N workers on N cores instead of N x N threads fighting over them.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 
 def pytest_addoption(parser):
