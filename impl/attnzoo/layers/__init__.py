@@ -3,6 +3,7 @@ from .attention import MultiHeadSelfAttention
 from .conv import ConvNormAct
 from .create_act import create_act
 from .drop import DropPath, drop_path_rates
+from .dynamic import per_sample_conv2d
 from .gates import SpatialGate
 from .init import trunc_normal_init
 from .helpers import (check_choice, check_conv_args, check_stages, check_train_batch, check_divisible, check_positive_int, make_divisible, reduced_channels,
@@ -14,4 +15,5 @@ from .tokens import TokenAttention, check_hw, tokens_to_grid
 __all__ = [
     "MultiHeadSelfAttention", "SpatialGate", "ConvNormAct", "create_act", "DropPath", "drop_path_rates", "check_choice", "check_divisible",
     "check_positive_int", "check_conv_args", "check_stages", "check_train_batch", "TokenAttention", "make_divisible", "reduced_channels", "to_2tuple", "Mlp", "LayerNorm2d", "check_hw", "tokens_to_grid", "trunc_normal_init",
+    "per_sample_conv2d",
 ]
