@@ -7,6 +7,10 @@ downsampling blocks then run at the higher resolution, so ResNet-50 costs 4.1 ra
 We keep v1.5 because it is what torchvision's and timm's ResNet-50 (our reference for parity and speed) use.
 Projection shortcuts (option B) when the shape changes. ``stem="deep"`` and ``shortcut="avg"`` give the
 "ResNet-D" tweaks of Bag of Tricks (He et al., CVPR 2019, arXiv:1812.01187), as in timm's ``resnet50d``.
+``stem="cifar"`` is the 32x32 variant of the common CIFAR training code (kuangliu/pytorch-cifar): one 3x3/1
+conv-BN-ReLU and no max pool, so the stages see 32, 16, 8 and 4 pixels (``resnet18_cifar``...). It is not the
+paper's own CIFAR ResNet (ResNet-20/32/56/110: three stages of 16, 32 and 64 channels, Section 4.2), but it is
+what CIFAR comparisons of attention modules usually train (11.17 M parameters and 0.56 GMACs for ResNet-18).
 
 Where a paper's module sits is data, so that each paper's ResNet is one ``register_resnet`` line:
 
@@ -115,7 +119,10 @@ def projection_shortcut(in_ch: int, out_ch: int, stride: int, kind: str = "conv"
 
 
 def make_stem(kind: str, in_chans: int) -> nn.Sequential:
-    """``"default"``: 7x7/2 conv-BN-ReLU + 3x3/2 max pool. ``"deep"`` (ResNet-C/D): three 3x3 convs (32, 32, 64)."""
+    """``"default"``: 7x7/2 conv-BN-ReLU + 3x3/2 max pool. ``"deep"`` (ResNet-C/D): three 3x3 convs (32, 32, 64).
+    ``"cifar"``: one 3x3/1 conv-BN-ReLU, no pooling (32x32 inputs)."""
+    if kind == "cifar":
+        return nn.Sequential(ConvNormAct(in_chans, 64, 3))
     if kind == "deep":
         return nn.Sequential(ConvNormAct(in_chans, 32, 3, 2), ConvNormAct(32, 32, 3), ConvNormAct(32, 64, 3),
                              nn.MaxPool2d(3, 2, 1))
@@ -156,7 +163,7 @@ class ResNet(nn.Module):
 
     Args:
         block: "basic", "bottleneck" or a block added with ``register_block``. layers: blocks per stage (4 stages,
-        widths 64, 128, 256, 512). stem: "default" or "deep". shortcut: "conv" or "avg" (see the module doc).
+        widths 64, 128, 256, 512). stem: "default", "deep" or "cifar". shortcut: "conv" or "avg" (see the module doc).
         attn_layer / attn_kwargs / attn_site / attn_stages: the attention, its arguments (a dict, or one dict per
         stage), where and in which stages (module doc). conv_layer / conv_kwargs: the spatial convolution (a conv name or callable).
         mid_layer: ``f(channels, stride)`` replacing the bottleneck 3x3 unit. fuse_layer / fuse_stages: a block
@@ -177,7 +184,7 @@ class ResNet(nn.Module):
         check_positive_int("num_classes", num_classes)
         check_positive_int("in_chans", in_chans)
         check_choice("attn_site", attn_site, ATTN_SITES)
-        check_choice("stem", stem, ("default", "deep"))
+        check_choice("stem", stem, ("default", "deep", "cifar"))
         check_choice("shortcut", shortcut, ("conv", "avg"))
         attn = [get_attn(attn_layer, **kw) for kw in _per_stage("attn_kwargs", attn_kwargs)]
         attn_stages, fuse_stages = _stages("attn_stages", attn_stages), _stages("fuse_stages", fuse_stages)
@@ -212,7 +219,8 @@ class ResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, in_chans, H, W) -> (N, num_features, ceil(H/32), ceil(W/32))."""
+        """(N, in_chans, H, W) -> (N, num_features, ceil(H/32), ceil(W/32)); with the CIFAR stem
+        ceil(H/8), ceil(W/8)."""
         return self.stages(self.stem(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -259,7 +267,7 @@ def register_resnet(name: str, depth: int, timm: str | None = None, **kwargs) ->
 
 def _timm_renames(model: ResNet) -> tuple:
     """timm's ResNet (timm/models/resnet.py, skresnet.py) -> ours; depends on the stem."""
-    deep = isinstance(model.stem[1], ConvNormAct)
+    deep = len(model.stem) > 2  # default: conv + max pool; cifar: one conv
     stem = ((r"^conv1\.([036])\.", lambda m: f"stem.{'036'.index(m[1])}.0."),    # deep stem: conv, BN, act x 3,
             (r"^conv1\.([14])\.", lambda m: f"stem.{'14'.index(m[1])}.1."),      # the third BN is timm's bn1
             (r"^bn1\.", "stem.2.1.")) if deep else ((r"^conv1\.", "stem.0.0."), (r"^bn1\.", "stem.0.1."))
@@ -283,3 +291,5 @@ for _depth in DEPTHS:
 register_resnet("resnet50d", 50, stem="deep", shortcut="avg", timm="resnet50d")
 register_resnet("se_resnet50", 50, attn_layer="se", timm="seresnet50")
 register_resnet("cbam_resnet50", 50, attn_layer="cbam")
+for _depth in (18, 34, 50, 101):
+    register_resnet(f"resnet{_depth}_cifar", _depth, stem="cifar")
