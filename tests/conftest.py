@@ -52,6 +52,24 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("family_model", model_family_representatives())
 
 
+def _block_inputs(block, channels: int, n: int, h: int, w: int, device="cpu") -> tuple:
+    """Positional inputs for a registered block: its own ``example_inputs(n, h, w, device)`` where it documents
+    other inputs (a list of pyramid levels, ...), else one (n, channels, h, w) map per required forward argument."""
+    if hasattr(block, "example_inputs"):
+        return tuple(block.example_inputs(n, h, w, device=device))
+    import inspect
+
+    required = [p for p in inspect.signature(block.forward).parameters.values()
+                if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD]
+    return tuple(torch.randn(n, channels, h, w, device=device) for _ in required)
+
+
+@pytest.fixture
+def block_inputs():
+    """``block_inputs(block, channels, n, h, w, device)``: example positional inputs of a registered block."""
+    return _block_inputs
+
+
 @pytest.fixture(scope="session")
 def device(request) -> torch.device:
     dev = request.config.getoption("--device")

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch._dynamo
 
-from attnzoo import create_attention, create_conv, create_model, list_attention, list_convs
+from attnzoo import create_attention, create_block, create_conv, create_model, list_attention, list_blocks, list_convs
 from attnzoo.registry import model_entry
 
 
@@ -28,6 +28,12 @@ def test_attention_traces_without_graph_breaks(name):
 @pytest.mark.parametrize("name", list_convs())
 def test_conv_traces_without_graph_breaks(name):
     _assert_no_breaks(create_conv(name, 16, 24, 3, stride=2).eval(), torch.randn(2, 16, 9, 14))
+
+
+@pytest.mark.parametrize("name", list_blocks())
+def test_block_traces_without_graph_breaks(name, block_inputs):
+    block = create_block(name, 64, 64).eval()
+    _assert_no_breaks(block, *block_inputs(block, 64, 2, 7, 9))
 
 
 def _shallow(name: str) -> dict:

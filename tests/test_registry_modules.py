@@ -3,11 +3,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from attnzoo import (create_attention, create_conv, create_model, list_attention, list_convs, list_models)
+from attnzoo import (create_attention, create_block, create_conv, create_model, list_attention, list_blocks,
+                     list_convs, list_models)
 from attnzoo.registry import attention_entry
 
 ATTENTION = list_attention()
 CONVS = list_convs()
+BLOCKS = list_blocks()
 MODELS = list_models()
 CHANNELS = 64
 
@@ -148,6 +150,36 @@ def test_every_conv_is_a_conv_layer_of_resnet(name, device):
         out = model(_x(2, 3, 67, 45, device=device))
         assert out.shape == (2, 10)
         out.square().mean().backward()
+
+
+# ---------------------------------------------------------------- block: its inputs -> (N, C_out, H, W) of the first
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+@pytest.mark.parametrize("size", [(2, 16, 16), (2, 7, 9)], ids=["16x16", "7x9"])
+def test_block_maps_its_inputs_to_out_channels(name, size, block_inputs, device):
+    """create_block(name, C, C) with the inputs it documents: (N, C, H, W) at the first input's size."""
+    torch.manual_seed(0)
+    m = create_block(name, CHANNELS, CHANNELS).to(device)
+    n, h, w = size
+    inputs = block_inputs(m, CHANNELS, n, h, w, device)
+    for mode in (m.train, m.eval):
+        mode()
+        y = m(*inputs)
+        assert y.shape == (n, CHANNELS, h, w) and torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+def test_block_batch_one_backward_and_autocast(name, block_inputs, device):
+    torch.manual_seed(0)
+    m = create_block(name, CHANNELS, CHANNELS).to(device)
+    assert m.eval()(*block_inputs(m, CHANNELS, 1, 5, 11, device)).shape == (1, CHANNELS, 5, 11)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.isfinite(m.cpu()(*block_inputs(m, CHANNELS, 1, 5, 11)).float()).all()
+    m.to(device).train()
+    inputs = block_inputs(m, CHANNELS, max(2, getattr(m, "min_train_batch", 1)), 7, 9, device)
+    m(*inputs).square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters()), "a parameter got no gradient"
 
 
 # ---------------------------------------------------------------- models
