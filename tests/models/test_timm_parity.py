@@ -33,6 +33,12 @@ OURS_KWARGS = {"poolformer_": dict(head_norm="pooled"), "mixer_": dict(gelu="exa
 # for one input size, so both are built for the second.
 OTHER_SIZE["mixer_"] = (256, 192)
 OTHER_SIZE_KWARGS["mixer_"] = {"both": dict(img_size=(256, 192))}
+# gMLP: the spatial gating units are built for one patch grid, in timm and here.
+OTHER_SIZE["gmlp_"] = (256, 192)
+OTHER_SIZE_KWARGS["gmlp_"] = {"both": dict(img_size=(256, 192))}
+# CaiT: timm's position table is laid out for one input size (ours resizes it), so both are built for the second.
+OTHER_SIZE["cait_"] = (256, 192)
+OTHER_SIZE_KWARGS["cait_"] = {"both": dict(img_size=(256, 192))}
 
 
 def _randomise(model: nn.Module, seed: int = 0) -> None:
