@@ -165,7 +165,8 @@ class ResNet(nn.Module):
         block: "basic", "bottleneck" or a block added with ``register_block``. layers: blocks per stage (4 stages,
         widths 64, 128, 256, 512). stem: "default", "deep" or "cifar". shortcut: "conv" or "avg" (see the module doc).
         attn_layer / attn_kwargs / attn_site / attn_stages: the attention, its arguments (a dict, or one dict per
-        stage), where and in which stages (module doc). conv_layer / conv_kwargs: the spatial convolution (a conv name or callable).
+        stage), where and in which stages (module doc). conv_layer / conv_kwargs: the spatial convolution (a conv name
+        or callable) and its arguments (a dict, or one dict per stage, e.g. PyConv's kernel pyramids).
         mid_layer: ``f(channels, stride)`` replacing the bottleneck 3x3 unit. fuse_layer / fuse_stages: a block
         name or ``f(channels)`` called as ``fuse(residual, shortcut)`` instead of the addition.
         drop_path_rate: stochastic depth, linear over blocks.
@@ -174,7 +175,8 @@ class ResNet(nn.Module):
     def __init__(self, block: str = "bottleneck", layers: tuple[int, ...] = (3, 4, 6, 3), num_classes: int = 1000,
                  in_chans: int = 3, attn_layer=None, attn_kwargs: dict | tuple[dict, ...] | None = None,
                  attn_site: str = "residual",
-                 attn_stages: tuple[int, ...] = (0, 1, 2, 3), conv_layer=None, conv_kwargs: dict | None = None,
+                 attn_stages: tuple[int, ...] = (0, 1, 2, 3), conv_layer=None,
+                 conv_kwargs: dict | tuple[dict, ...] | None = None,
                  mid_layer: Callable | None = None, fuse_layer=None, fuse_stages: tuple[int, ...] = (0, 1, 2, 3),
                  stem: str = "default", shortcut: str = "conv", drop_path_rate: float = 0.0):
         super().__init__()
@@ -188,7 +190,7 @@ class ResNet(nn.Module):
         check_choice("shortcut", shortcut, ("conv", "avg"))
         attn = [get_attn(attn_layer, **kw) for kw in _per_stage("attn_kwargs", attn_kwargs)]
         attn_stages, fuse_stages = _stages("attn_stages", attn_stages), _stages("fuse_stages", fuse_stages)
-        conv = get_conv(conv_layer, **(conv_kwargs or {}))
+        conv = [get_conv(conv_layer, **kw) for kw in _per_stage("conv_kwargs", conv_kwargs)]
         fuse = get_block_or_callable(fuse_layer)
         self.stem = make_stem(stem, in_chans)
         rates = drop_path_rates(drop_path_rate, sum(layers))
@@ -199,7 +201,7 @@ class ResNet(nn.Module):
             for b in range(n):
                 stride = 2 if s > 0 and b == 0 else 1
                 blocks.append(block_cls(in_ch, width, stride, here if attn_site == "residual" else None, rates[i],
-                                        conv_layer=conv, mid_attn=here if attn_site == "mid" else None,
+                                        conv_layer=conv[s], mid_attn=here if attn_site == "mid" else None,
                                         mid_layer=mid_layer, fuse=fuse if s in fuse_stages else None,
                                         shortcut=shortcut))
                 in_ch, i = width * block_cls.expansion, i + 1
