@@ -108,7 +108,26 @@ class MixerBlock(nn.Module):
         return x + self.drop_path(self.mlp_channels(self.norm2(x)))
 
 
-class MlpMixer(nn.Module):
+class PatchTokenNet(nn.Module):
+    """The isotropic pipeline shared with gMLP: ``stem`` (patch tokens and their grid), ``blocks`` (each called as
+    ``block(x, grid)``), ``norm``, mean over the tokens, ``head``; subclasses build these four."""
+
+    arch = "MLP-Mixer"
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, H, W) -> (N, S, D) normalized patch tokens."""
+        if x.dim() != 4:
+            raise ValueError(f"{self.arch} expects (N, C, H, W) images, got shape {tuple(x.shape)}")
+        x, grid = self.stem(x)
+        for block in self.blocks:
+            x = block(x, grid)
+        return self.norm(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x).mean(1))
+
+
+class MlpMixer(PatchTokenNet):
     """(N, in_chans, H, W) -> (N, num_classes) logits; any H, W >= 1 (see the module docstring for other sizes).
 
     Args:
@@ -157,17 +176,6 @@ class MlpMixer(nn.Module):
                 nn.init.zeros_(m.bias)
         nn.init.zeros_(self.head.weight)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, H, W) -> (N, S, D) normalized patch tokens."""
-        if x.dim() != 4:
-            raise ValueError(f"MLP-Mixer expects (N, C, H, W) images, got shape {tuple(x.shape)}")
-        x, grid = self.stem(x)
-        for block in self.blocks:
-            x = block(x, grid)
-        return self.norm(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.forward_features(x).mean(1))
 
 
 # timm's MlpMixer (timm/models/mlp_mixer.py) uses the same names for every tensor.
