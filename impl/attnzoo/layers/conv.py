@@ -6,6 +6,7 @@ from typing import Callable
 import torch.nn as nn
 
 from .create_act import create_act
+from .helpers import to_2tuple
 
 
 class ConvNormAct(nn.Sequential):
@@ -21,7 +22,7 @@ class ConvNormAct(nn.Sequential):
                  conv_layer: Callable[..., nn.Module] | None = None, post_conv: Callable[[int], nn.Module] | None = None):
         bias = (not norm) if bias is None else bias
         if conv_layer is None:
-            padding = dilation * (kernel_size - 1) // 2
+            padding = tuple(dilation * (k - 1) // 2 for k in to_2tuple(kernel_size))  # also (1, 3), (3, 1)
             conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias=bias)
         else:
             extra = {"dilation": dilation} if dilation != 1 else {}
