@@ -1,6 +1,7 @@
 """``attnzoo book``: generate the book's table of contents and index pages from the catalogue, then build it.
 
-Generated files (never hand-edited, git-ignored): book/_toc.yml, book/catalogue.md, book/categories/*.md.
+Generated files (never hand-edited, git-ignored): book/_toc.yml, book/catalogue.md, book/categories/*.md, and
+book/evaluation.md with its figures in book/evaluation/ (from the run records in results/, see attnzoo.train).
 Hand-written pages (book/intro.md, book/kinds.md, book/benchmarks.ipynb, book/references.md) are left untouched.
 """
 from __future__ import annotations
@@ -49,7 +50,10 @@ def generate(root: Path, entries: dict[str, Entry]) -> list[Path]:
         if chapters:
             chapter["sections"] = chapters
         parts.append(chapter)
-    extra = [{"file": p} for p in ("kinds", "benchmarks", "references")
+    from .train.report import evaluation_page
+
+    written += evaluation_page(root / "results", book)
+    extra = [{"file": p} for p in ("kinds", "benchmarks", "evaluation", "references")
              if (book / f"{p}.md").exists() or (book / f"{p}.ipynb").exists()]
     toc = {"format": "jb-book", "root": "intro",
            "parts": [{"caption": "Catalogue", "chapters": [{"file": "catalogue"}]},

@@ -1,4 +1,4 @@
-"""The ``attnzoo`` command line: check, readme, run, new, clean, book, links."""
+"""The ``attnzoo`` command line: check, readme, run, new, clean, book, links, train, results."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .paths import project_root
 from .problems import ProblemsError
+from .train.cli import add_results_parser, add_train_parser, cmd_results, cmd_train
 
 
 def _print_problems(problems) -> None:
@@ -223,14 +224,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-build", action="store_true", help="only generate the TOC and pages")
     p = sub.add_parser("links", help="fetch every catalogue link (maintainers; skipped without network)")
     p.add_argument("--timeout", type=float, default=15.0, help="seconds per request (default: %(default)s)")
+    add_train_parser(sub)
+    add_results_parser(sub)
     args = parser.parse_args(argv)
     try:
         args.root = (args.root or project_root()).resolve()
     except FileNotFoundError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        if args.command not in ("train", "results"):   # these two also work outside a checkout
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        args.root = None
     return {"check": cmd_check, "readme": cmd_readme, "run": cmd_run, "new": cmd_new, "clean": cmd_clean,
-            "book": cmd_book, "links": cmd_links}[args.command](args)
+            "book": cmd_book, "links": cmd_links, "train": cmd_train, "results": cmd_results}[args.command](args)
 
 
 if __name__ == "__main__":
