@@ -5,7 +5,7 @@ import re
 import pytest
 
 from attnzoo.catalogue import load_catalogue
-from attnzoo.notebooks import run_notebook
+from attnzoo.notebooks import SharedKernel, run_notebook
 from attnzoo.paths import project_root
 
 ROOT = project_root()
@@ -13,10 +13,18 @@ ENTRIES, _ = load_catalogue(ROOT)
 NOTEBOOKS = sorted((e.id, ROOT / e.notebook) for e in ENTRIES.values() if e.get("notebook"))
 
 
+@pytest.fixture(scope="session")
+def kernel():
+    """One kernel per test process: its namespace is cleared before each notebook, torch and attnzoo stay imported
+    (each notebook in a fresh kernel costs seconds of start-up and imports; `attnzoo book` still runs them so)."""
+    with SharedKernel() as k:
+        yield k
+
+
 @pytest.mark.parametrize("entry_id,path", NOTEBOOKS, ids=[i for i, _ in NOTEBOOKS])
-def test_notebook_runs(entry_id, path, tmp_path, request):
+def test_notebook_runs(entry_id, path, tmp_path, request, kernel):
     before = path.read_bytes()
-    failure = run_notebook(path, tmp_path / path.name, {"device": request.config.getoption("--device")})
+    failure = run_notebook(path, tmp_path / path.name, {"device": request.config.getoption("--device")}, kernel=kernel)
     assert path.read_bytes() == before, "running a notebook must not modify its source"
     assert failure is None, str(failure)
 
@@ -35,3 +43,30 @@ def test_notebook_is_clean_and_parametrized(entry_id, path):
     text = "".join("".join(c["source"]) for c in code)
     assert "import attnzoo" in text or "from attnzoo" in text, "notebooks import the package"
     assert not re.search(r"^\s*class \w+", text, re.M), "notebooks must not define modules; they import them"
+
+
+def _notebook(path, *cells):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                           "display_name": "Python 3"}})
+    nb.cells = [nbformat.v4.new_code_cell("device = 'cpu'", metadata={"tags": ["parameters"]})]
+    nb.cells += [nbformat.v4.new_code_cell(c) for c in cells]
+    nbformat.write(nb, path)
+    return path
+
+
+def test_shared_kernel_isolates_notebooks_and_survives_a_crash(tmp_path, kernel):
+    define = _notebook(tmp_path / "define.ipynb", "leaked = 1\nimport os\ncwd = os.getcwd()\nprint(cwd)")
+    use = _notebook(tmp_path / "use.ipynb", "print(leaked)")
+    crash = _notebook(tmp_path / "crash.ipynb", "import os\nos._exit(3)")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    moved = _notebook(sub / "cwd.ipynb", "import os\nassert os.getcwd() == %r, os.getcwd()" % str(sub))
+    assert run_notebook(define, tmp_path / "out" / "a.ipynb", {}, kernel=kernel) is None
+    failure = run_notebook(use, tmp_path / "out" / "b.ipynb", {}, kernel=kernel)
+    assert failure is not None and "NameError" in failure.error, "a name defined by an earlier notebook leaked"
+    assert run_notebook(moved, tmp_path / "out" / "c.ipynb", {}, kernel=kernel) is None
+    failure = run_notebook(crash, tmp_path / "out" / "d.ipynb", {}, kernel=kernel)
+    assert failure is not None and "DeadKernelError" in failure.error
+    assert run_notebook(define, tmp_path / "out" / "e.ipynb", {}, kernel=kernel) is None, "the next notebook gets a new kernel"

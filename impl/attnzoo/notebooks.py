@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -56,22 +57,126 @@ def _failed_cell(output: Path) -> int | None:
     return None
 
 
-def run_notebook(source: Path, output: Path, parameters: dict[str, Any], timeout: int = 600) -> RunFailure | None:
-    """Execute ``source`` into ``output`` with papermill; None on success, else where and why it failed."""
+def run_notebook(source: Path, output: Path, parameters: dict[str, Any], timeout: int = 600,
+                 kernel: SharedKernel | None = None) -> RunFailure | None:
+    """Execute ``source`` into ``output`` with papermill; None on success, else where and why it failed.
+
+    By default every notebook gets a fresh kernel. ``kernel`` runs it in an already started one instead (after
+    clearing its namespace), which saves the kernel start and the imports of torch and attnzoo per notebook.
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     output.parent.mkdir(parents=True, exist_ok=True)
+    engine = {}
+    if kernel is not None:
+        kernel.reset(source.parent)
+        engine = dict(engine_name=_register_engine(), km=kernel.km)
     try:
         papermill.execute_notebook(str(source), str(output), parameters=parameters, progress_bar=False,
                                    kernel_name="python3", cwd=str(source.parent), execution_timeout=timeout,
-                                   log_output=False)
+                                   log_output=False, **engine)
     except PapermillExecutionError as exc:
         tb = "\n".join(exc.traceback) if exc.traceback else f"{exc.ename}: {exc.evalue}"
         return RunFailure(str(source), _failed_cell(output), f"{exc.ename}: {exc.evalue}", _strip_ansi(tb))
     except Exception as exc:  # kernel died, timeout, unreadable notebook
         return RunFailure(str(source), None, f"{type(exc).__name__}: {exc}", "")
     return None
+
+
+# Run before each notebook in a shared kernel: an empty namespace (imports included), no open figures, the
+# notebook's folder as working directory. Modules stay imported, which is the point.
+_RESET = """\
+%reset -f
+import os as _os, matplotlib.pyplot as _plt
+_plt.close("all"); _os.chdir({cwd!r})
+del _os, _plt
+"""
+
+
+class SharedKernel:
+    """One Jupyter kernel that runs several notebooks in turn (``with SharedKernel() as k: run_notebook(..., kernel=k)``).
+
+    Between notebooks its namespace is cleared, so a notebook cannot use a name another one defined; what stays is
+    the interpreter itself: imported modules (torch, attnzoo with its loaded registry) and process-wide settings.
+    """
+
+    def __init__(self, kernel_name: str = "python3", startup_timeout: int = 120):
+        _register_engine()
+        self.kernel_name = kernel_name
+        self.km = None
+        self.startup_timeout = startup_timeout
+
+    def __enter__(self) -> SharedKernel:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    def start(self) -> None:
+        from jupyter_client.manager import AsyncKernelManager
+
+        self.km = AsyncKernelManager(kernel_name=self.kernel_name)  # the class papermill itself uses
+        _sync(self.km.start_kernel)()
+        self._execute("pass")
+
+    def shutdown(self) -> None:
+        if self.km is not None and self.km.has_kernel:
+            _sync(self.km.shutdown_kernel)(now=True)
+
+    def reset(self, cwd: Path) -> None:
+        """Clear the namespace and figures and enter ``cwd``; a dead kernel is replaced first."""
+        if self.km is None or not _sync(self.km.is_alive)():
+            self.shutdown()
+            self.start()
+        self._execute(_RESET.format(cwd=str(cwd)))
+
+    def _execute(self, code: str) -> None:
+        client = self.km.client()  # one client per request, as papermill opens one per notebook
+        client.start_channels()
+        try:
+            _sync(client.wait_for_ready)(timeout=self.startup_timeout)
+            reply = _sync(client.execute_interactive)(code, timeout=60, store_history=False,
+                                                      output_hook=lambda msg: None)
+        finally:
+            client.stop_channels()
+        if reply["content"]["status"] != "ok":
+            raise RuntimeError(f"shared kernel: {reply['content'].get('ename')}: {reply['content'].get('evalue')}")
+
+
+def _sync(coroutine_function):
+    from jupyter_core.utils import run_sync
+
+    return run_sync(coroutine_function)
+
+
+_ENGINE = "attnzoo-shared-kernel"
+
+
+@functools.cache
+def _register_engine() -> str:
+    """papermill's nbclient engine with a kernel manager it does not own: the kernel outlives the notebook,
+    and the per-notebook client's channels are closed afterwards. Returns the engine's name."""
+    from papermill.clientwrap import PapermillNotebookClient
+    from papermill.engines import NBClientEngine, papermill_engines
+
+    class SharedKernelEngine(NBClientEngine):
+        @classmethod
+        def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
+                                     stderr_file=None, start_timeout=60, execution_timeout=None, km=None, **kwargs):
+            kwargs = {k: v for k, v in kwargs.items() if k not in ("input_path", "timeout", "startup_timeout")}
+            client = PapermillNotebookClient(nb_man, km=km, timeout=execution_timeout, startup_timeout=start_timeout,
+                                             kernel_name=kernel_name, log_output=log_output, stdout_file=stdout_file,
+                                             stderr_file=stderr_file, **kwargs)
+            try:
+                return client.execute()
+            finally:
+                if client.kc is not None:
+                    client.kc.stop_channels()
+
+    papermill_engines.register(_ENGINE, SharedKernelEngine)
+    return _ENGINE
 
 
 def _strip_ansi(text: str) -> str:
