@@ -34,8 +34,8 @@ def _meta_params(name: str) -> int:
         return sum(p.numel() for p in create_model(name, num_classes=10).parameters())
 
 
-def model_family_representatives() -> list[str]:
-    """The smallest registered model of every family (builder + arguments other than SCALE_KEYS)."""
+def model_families() -> list[list[str]]:
+    """Registered models grouped by family: the same builder with the same arguments other than SCALE_KEYS."""
     from attnzoo import list_models
     from attnzoo.registry import model_entry
 
@@ -44,7 +44,27 @@ def model_family_representatives() -> list[str]:
         entry = model_entry(name)
         key = (entry.builder, tuple(sorted((k, repr(v)) for k, v in entry.defaults.items() if k not in SCALE_KEYS)))
         families.setdefault(key, []).append(name)
-    return sorted(min(names, key=_meta_params) for names in families.values())
+    return list(families.values())
+
+
+def smallest(names) -> str:
+    return min(names, key=_meta_params)
+
+
+def model_family_representatives() -> list[str]:
+    """The smallest registered model of every family."""
+    return sorted(smallest(names) for names in model_families())
+
+
+@pytest.fixture(scope="session")
+def family_smallest():
+    """``family_smallest(name, among)``: the smallest model of ``name``'s family among the names ``among``."""
+    families = {name: names for names in model_families() for name in names}
+
+    def pick(name: str, among) -> str:
+        return smallest([n for n in families[name] if n in among])
+
+    return pick
 
 
 def pytest_generate_tests(metafunc):
