@@ -169,7 +169,8 @@ class ResNet(nn.Module):
         or callable) and its arguments (a dict, or one dict per stage, e.g. PyConv's kernel pyramids).
         mid_layer: ``f(channels, stride)`` replacing the bottleneck 3x3 unit. fuse_layer / fuse_stages: a block
         name or ``f(channels)`` called as ``fuse(residual, shortcut)`` instead of the addition.
-        drop_path_rate: stochastic depth, linear over blocks.
+        drop_path_rate: stochastic depth, linear over blocks. block_kwargs: further arguments of the block (e.g.
+        Res2Net's ``base_width`` and ``scale``).
     """
 
     def __init__(self, block: str = "bottleneck", layers: tuple[int, ...] = (3, 4, 6, 3), num_classes: int = 1000,
@@ -178,7 +179,8 @@ class ResNet(nn.Module):
                  attn_stages: tuple[int, ...] = (0, 1, 2, 3), conv_layer=None,
                  conv_kwargs: dict | tuple[dict, ...] | None = None,
                  mid_layer: Callable | None = None, fuse_layer=None, fuse_stages: tuple[int, ...] = (0, 1, 2, 3),
-                 stem: str = "default", shortcut: str = "conv", drop_path_rate: float = 0.0):
+                 stem: str = "default", shortcut: str = "conv", drop_path_rate: float = 0.0,
+                 block_kwargs: dict | None = None):
         super().__init__()
         block_cls = BLOCKS[check_choice("block", block, BLOCKS)]
         if len(layers) != 4 or any(check_positive_int("layers[i]", n) is None for n in layers):
@@ -203,7 +205,7 @@ class ResNet(nn.Module):
                 blocks.append(block_cls(in_ch, width, stride, here if attn_site == "residual" else None, rates[i],
                                         conv_layer=conv[s], mid_attn=here if attn_site == "mid" else None,
                                         mid_layer=mid_layer, fuse=fuse if s in fuse_stages else None,
-                                        shortcut=shortcut))
+                                        shortcut=shortcut, **(block_kwargs or {})))
                 in_ch, i = width * block_cls.expansion, i + 1
             if here is not None and attn_site == "stage_end":
                 blocks.append(here(in_ch))
