@@ -38,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import DropPath, check_choice, check_positive_int, drop_path_rates, to_2tuple
+from ..layers.init import xavier_mlp_init
 from ..registry import register_model
 from ..timm import register_timm_rules
 from .mlp_mixer import PatchEmbed, PatchTokenNet, resize_grid
@@ -147,22 +148,11 @@ class GMlp(PatchTokenNet):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        if self.head.weight.is_meta:  # nothing to fill (and torch's normal_ is slow to trace on meta tensors)
-            return
-        for name, m in self.named_modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.normal_(m.bias, std=1e-6) if "mlp" in name else nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Conv2d):
-                std = (1.0 / m.weight[0].numel()) ** 0.5 / 0.87962566103423978  # LeCun normal, cut at 2 std
-                nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
-                nn.init.zeros_(m.bias)
+        xavier_mlp_init(self)
         for m in self.modules():
-            if isinstance(m, SpatialGatingUnit):  # W near zero, b = 1 (Sec. 2.1)
+            if isinstance(m, SpatialGatingUnit) and not m.proj.weight.is_meta:  # W near zero, b = 1 (Sec. 2.1)
                 nn.init.normal_(m.proj.weight, std=1e-6)
                 nn.init.ones_(m.proj.bias)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
 
 
 # timm's gmlp_* (MlpMixer with SpatialGatingBlock, timm/models/mlp_mixer.py) use the same tensor names.
