@@ -76,7 +76,8 @@ class PyConv2d(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1,
-                 dilation: int = 1, bias: bool = False, levels: int | None = None, kernel_sizes: Sequence[int] | None = None,
+                 dilation: int = 1, bias: bool = False, levels: int | None = None,
+                 kernel_sizes: Sequence[int] | None = None,
                  level_groups: Sequence[int] | None = None, level_splits: Sequence[int] | None = None):
         super().__init__()
         check_conv_args(in_channels, out_channels, kernel_size, stride, groups, dilation)
