@@ -102,7 +102,7 @@ def _cifar_folder(path: Path, spec: CifarSpec) -> Path | None:
 def _missing(name: str, root: Path) -> TrainError:
     spec = CIFAR[name]
     return TrainError(
-        f"{name} not found in {root} (looked for {root / spec.folder}/ and for the batch files in {root} itself). "
+        f"{name} not found in {root.resolve()} (looked for {spec.folder}/ there and for the batch files in it). "
         f"Download {spec.url} ({'163' if name == 'cifar10' else '161'} MB), extract it there with "
         f"`tar xzf {spec.url.rsplit('/', 1)[1]} -C {root}`, or pass --data-dir DIR (or set ATTNZOO_DATA) to "
         f"where it is, or add --download to fetch it now")

@@ -90,7 +90,7 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 
 
 def _load_checkpoint(path: Path, cfg: TrainConfig, model, opt, scaler, device) -> dict:
-    ckpt = torch.load(path, map_location=device, weights_only=False)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)   # RNG states must stay CPU tensors
     saved = ckpt["config"]
     diff = {k: (saved.get(k), v) for k, v in cfg.result_options().items() if saved.get(k) != v}
     if diff:
