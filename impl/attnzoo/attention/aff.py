@@ -48,14 +48,17 @@ import torch.nn as nn
 
 from functools import partial
 
-from ..layers import ConvNormAct, check_train_batch, reduced_channels
+from ..layers import ConvNormAct, PooledConv1x1, check_train_batch, reduced_channels
 from ..models.resnet import register_resnet
 from ..registry import register_attention, register_block
 
 
-def _context(channels: int, rd: int) -> nn.Sequential:
-    """PWConv -> BN -> ReLU -> PWConv -> BN, convolutions with bias as in the authors' code."""
-    return nn.Sequential(ConvNormAct(channels, rd, 1, bias=True), ConvNormAct(rd, channels, 1, act=None, bias=True))
+def _context(channels: int, rd: int, pooled: bool = False) -> nn.Sequential:
+    """PWConv -> BN -> ReLU -> PWConv -> BN, convolutions with bias as in the authors' code (``pooled``: for the
+    (N, C, 1, 1) descriptor of the global branch, computed as matrix products)."""
+    conv = PooledConv1x1 if pooled else None
+    return nn.Sequential(ConvNormAct(channels, rd, 1, bias=True, conv_layer=conv),
+                         ConvNormAct(rd, channels, 1, act=None, bias=True, conv_layer=conv))
 
 
 @register_attention("ms_cam")
@@ -70,7 +73,7 @@ class MSCAM(nn.Module):
         super().__init__()
         rd = reduced_channels(channels, rd_ratio, rd_channels)
         self.local_att = _context(channels, rd)
-        self.global_att = _context(channels, rd)
+        self.global_att = _context(channels, rd, pooled=True)
 
     min_train_batch = 2
 

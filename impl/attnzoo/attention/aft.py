@@ -71,7 +71,8 @@ class _AFTBase(TokenAttention):
         q, k, v = self.qkv(x).chunk(3, dim=-1)
         # exp(K - max_t K): the factor exp(-max) cancels in the ratio; float32 for the sums (see the docstring)
         k = k.float()
-        ek = torch.exp(k - k.amax(dim=1, keepdim=True))
+        # the max is a constant of the ratio: detached, it costs no backward (amax's builds a full-size mask)
+        ek = torch.exp(k - k.amax(dim=1, keepdim=True).detach())
         return q, ek, v.float()
 
     def _finish(self, q: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
@@ -163,7 +164,7 @@ class AFTFull(_AFTBase):
         q, ek, v = self._qkv(x)
         with torch.autocast(x.device.type, enabled=False):
             w = self.position_bias(hw, x.shape[1]).float()
-            ew = torch.exp(w - w.amax(dim=1, keepdim=True))          # (L, L), rows rescaled, cancels below
+            ew = torch.exp(w - w.amax(dim=1, keepdim=True).detach())  # (L, L), rows rescaled, cancels below
             ratio = (ew @ (ek * v)) / (ew @ ek)                       # (N, L, C)
         return self._finish(q, ratio)
 
@@ -200,10 +201,8 @@ class AFTConv(_AFTBase):
         """The effective position bias w (h, k, k), in float32."""
         w = self.pos_bias.float()
         if self.reparam:
-            mean = w.mean(dim=(1, 2), keepdim=True)
-            var = w.var(dim=(1, 2), keepdim=True, correction=0)
-            w = self.pos_gain.float()[:, None, None] * (w - mean) * torch.rsqrt(var + 1e-5) \
-                + self.pos_shift.float()[:, None, None]
+            w = self.pos_gain.float()[:, None, None] * F.layer_norm(w, w.shape[-2:], eps=1e-5) \
+                + self.pos_shift.float()[:, None, None]  # (w - mean) / std per head, one fused op
         return w
 
     def forward_tokens(self, x: torch.Tensor, hw=None) -> torch.Tensor:

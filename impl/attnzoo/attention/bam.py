@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import ConvNormAct, check_positive_int, check_train_batch, reduced_channels
+from ..layers import ConvNormAct, PooledConv1x1, check_positive_int, check_train_batch, reduced_channels
 from ..models.resnet import register_resnet
 from ..registry import register_attention
 
@@ -42,10 +42,10 @@ class BAMChannel(nn.Module):
 
     def __init__(self, channels: int, rd: int):
         super().__init__()
-        self.fc1 = nn.Conv2d(channels, rd, 1)
+        self.fc1 = PooledConv1x1(channels, rd)
         self.norm1 = nn.BatchNorm2d(rd)
         self.act = nn.ReLU(inplace=True)
-        self.fc2 = nn.Conv2d(rd, channels, 1)
+        self.fc2 = PooledConv1x1(rd, channels)
         self.norm2 = nn.BatchNorm2d(channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

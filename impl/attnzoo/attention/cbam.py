@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import SpatialGate, create_act, reduced_channels
+from ..layers import PooledConv1x1, SpatialGate, create_act, reduced_channels
 from ..registry import register_attention
 
 
@@ -32,10 +32,12 @@ class ChannelGate(nn.Module):
     def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None, act: str = "relu"):
         super().__init__()
         rd = reduced_channels(channels, rd_ratio, rd_channels)
-        self.mlp = nn.Sequential(nn.Conv2d(channels, rd, 1), create_act(act), nn.Conv2d(rd, channels, 1))
+        self.mlp = nn.Sequential(PooledConv1x1(channels, rd), create_act(act), PooledConv1x1(rd, channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = torch.cat([x.mean(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)], dim=0)
+        # max with indices (the official code's max pooling): amax's backward builds a full-size equality mask
+        mx = x.flatten(2).max(dim=2).values[:, :, None, None]
+        pooled = torch.cat([x.mean(dim=(2, 3), keepdim=True), mx], dim=0)
         avg, mx = self.mlp(pooled).chunk(2, dim=0)  # one MLP call for both descriptors
         return torch.sigmoid(avg + mx)
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import check_divisible, check_positive_int, check_train_batch
+from ..layers import PooledConv1x1, check_divisible, check_positive_int, check_train_batch
 from ..models.resnet import register_resnet
 from ..registry import register_attention
 
@@ -78,8 +78,8 @@ class CoTAttention(nn.Module):
         self.bn = nn.BatchNorm2d(channels)
         self.act = nn.SiLU(inplace=True)
         attn_chs = max(channels * 2 // radix_reduction, 32)
-        self.se = nn.Sequential(nn.Conv2d(channels, attn_chs, 1), nn.BatchNorm2d(attn_chs), nn.ReLU(inplace=True),
-                                nn.Conv2d(attn_chs, 2 * channels, 1))
+        self.se = nn.Sequential(PooledConv1x1(channels, attn_chs), nn.BatchNorm2d(attn_chs), nn.ReLU(inplace=True),
+                                PooledConv1x1(attn_chs, 2 * channels))
 
     def kernels(self, x: torch.Tensor, k1: torch.Tensor | None = None) -> torch.Tensor:
         """The dynamic kernels (N, C / share_planes, k*k, H, W) predicted from the query and contextual key."""

@@ -90,7 +90,7 @@ class CSRA(nn.Module):
         is_max = torch.isinf(t)[:, None]                               # heads with T = inf: max pooling
         t_safe = torch.where(torch.isinf(t), torch.ones_like(t), t)[:, None, None]
         soft = ((t_safe * s).softmax(dim=-1) * s).sum(dim=-1)          # all heads at once
-        att = torch.where(is_max, s.amax(dim=-1), soft)
+        att = torch.where(is_max, s.max(dim=-1).values, soft)  # max with indices: a cheaper backward than amax's
         return (s.mean(dim=-1) + self.lam * att).sum(dim=1)
 
 

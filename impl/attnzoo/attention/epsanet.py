@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import check_positive_int, reduced_channels
+from ..layers import PooledConv1x1, check_positive_int, reduced_channels
 from ..models.resnet import register_resnet
 from ..registry import register_attention
 
@@ -66,7 +66,7 @@ class PyramidSqueezeAttention(nn.Module):
         self.convs = nn.ModuleList(
             nn.Conv2d(channels, split, k, stride, k // 2, groups=g, bias=False) for k, g in zip(kernels, groups))
         rd = reduced_channels(split, se_ratio)
-        self.se = nn.Sequential(nn.Conv2d(split, rd, 1), nn.ReLU(inplace=True), nn.Conv2d(rd, split, 1), nn.Sigmoid())
+        self.se = nn.Sequential(PooledConv1x1(split, rd), nn.ReLU(inplace=True), PooledConv1x1(rd, split), nn.Sigmoid())
 
     def branch_weights(self, feats: torch.Tensor) -> torch.Tensor:
         """(N, S, C/S, H, W) branch outputs -> (N, S, C/S, 1, 1) weights, softmax over the S branches."""

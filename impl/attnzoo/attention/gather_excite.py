@@ -51,7 +51,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import ConvNormAct, check_positive_int, check_train_batch, create_act, reduced_channels
+from ..layers import ConvNormAct, PooledConv1x1, check_positive_int, check_train_batch, create_act, reduced_channels
 from ..models.resnet import register_resnet
 from ..registry import register_attention
 
@@ -124,8 +124,8 @@ class GatherExcite(nn.Module):
         self.excite: nn.Module | None = None
         if param_excite:
             rd = reduced_channels(channels, rd_ratio, rd_channels)
-            self.excite = nn.Sequential(create_act("relu"), nn.Conv2d(channels, rd, 1), create_act("relu"),
-                                        nn.Conv2d(rd, channels, 1))
+            self.excite = nn.Sequential(create_act("relu"), PooledConv1x1(channels, rd), create_act("relu"),
+                                        PooledConv1x1(rd, channels))  # on a finite extent's map: plain convs
 
     def gathered(self, x: torch.Tensor) -> torch.Tensor:
         """xi_G(x): (N, C, 1, 1) for the global extent, else (N, C, ceil(H / e), ceil(W / e))."""

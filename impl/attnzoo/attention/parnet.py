@@ -40,7 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import check_choice, check_positive_int
+from ..layers import PooledConv1x1, check_choice, check_positive_int
 from ..registry import register_attention, register_model
 
 
@@ -92,7 +92,7 @@ class RepSSEBlock(nn.Module):
             self.dense = _conv_bn(in_ch, out_ch, 3, stride, groups)
             self.pool = ZeroPadAvgPool2x2() if stride == 2 else nn.Identity()
             self.conv1x1 = _conv_bn(in_ch, out_ch, 1, 1, groups)
-        self.se = nn.Conv2d(in_ch, out_ch, 1, groups=groups, bias=False) if se else None
+        self.se = PooledConv1x1(in_ch, out_ch, groups=groups, bias=False) if se else None
         self.act = nn.SiLU() if act == "silu" else nn.ReLU()
 
     def gate(self, x: torch.Tensor) -> torch.Tensor:

@@ -54,7 +54,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import check_choice, check_positive_int, reduced_channels
+from ..layers import PooledConv1x1, check_choice, check_positive_int, reduced_channels
 from ..registry import register_attention
 
 VARIANTS = ("paper", "official")
@@ -81,10 +81,10 @@ class PolarizedChannel(nn.Module):
             hidden = inner // 4
             if hidden < 1:
                 raise ValueError(f"the official sequential PSA needs an inner width of at least 4, got {inner}")
-            self.wz = nn.Sequential(nn.Conv2d(inner, hidden, 1), nn.LayerNorm([hidden, 1, 1]), nn.ReLU(),
-                                    nn.Conv2d(hidden, channels, 1))
+            self.wz = nn.Sequential(PooledConv1x1(inner, hidden), nn.LayerNorm([hidden, 1, 1]), nn.ReLU(),
+                                    PooledConv1x1(hidden, channels))
         else:
-            self.wz = nn.Conv2d(inner, channels, 1, bias=bias)
+            self.wz = PooledConv1x1(inner, channels, bias=bias)
         self.ln = nn.LayerNorm(channels) if style == "paper" else nn.Identity()
         if style != "paper":
             _official_init(self.wq)

@@ -68,18 +68,24 @@ class ShuffleAttention(nn.Module):
         self.s_bias = nn.Parameter(torch.ones(1, sub, 1, 1))
         self.gn = nn.GroupNorm(sub, sub)
 
-    def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The channel gate (N*G, C/2G, 1, 1) and the spatial gate (N*G, C/2G, H, W) of each group."""
+    def _halves(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The channel half and the spatial half of every group, each (N*G, C/2G, H, W)."""
         n, c, h, w = x.shape
-        x1, x2 = x.reshape(n * self.groups, -1, h, w).chunk(2, dim=1)
+        return x.reshape(n * self.groups, -1, h, w).chunk(2, dim=1)
+
+    def _gates(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         g_c = torch.sigmoid(self.c_weight * x1.mean(dim=(2, 3), keepdim=True) + self.c_bias)
         g_s = torch.sigmoid(self.s_weight * self.gn(x2) + self.s_bias)
         return g_c, g_s
 
+    def gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The channel gate (N*G, C/2G, 1, 1) and the spatial gate (N*G, C/2G, H, W) of each group."""
+        return self._gates(*self._halves(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
-        x1, x2 = x.reshape(n * self.groups, -1, h, w).chunk(2, dim=1)
-        g_c, g_s = self.gates(x)
+        x1, x2 = self._halves(x)  # split once: the gates and the products share the halves
+        g_c, g_s = self._gates(x1, x2)
         out = torch.cat([x1 * g_c, x2 * g_s], dim=1).reshape(n, c, h, w)
         return channel_shuffle(out, 2)
 

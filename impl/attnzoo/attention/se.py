@@ -4,15 +4,16 @@ Squeeze: global average pooling gives one descriptor per channel, z = mean_{h,w}
 Excitation: s = sigmoid(W2 relu(W1 z)) with W1: C -> C/r, W2: C/r -> C (r = 16 in the paper).
 Scale: y = s * x, channel by channel.
 
-The two fully connected layers are written as 1x1 convolutions on the (N, C, 1, 1) descriptor,
-which is the same linear map with the same parameters (both with bias, as in the paper's code).
+The two fully connected layers are 1x1 convolutions on the (N, C, 1, 1) descriptor (the parameter layout of
+timm's SEModule and of Caffe-style checkpoints, both with bias as in the paper's code); ``PooledConv1x1`` computes
+them as matrix products, the same linear map.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 
-from ..layers import create_act, reduced_channels
+from ..layers import PooledConv1x1, create_act, reduced_channels
 from ..registry import register_attention
 
 
@@ -31,9 +32,9 @@ class SqueezeExcite(nn.Module):
                  act: str = "relu", gate: str = "sigmoid"):
         super().__init__()
         rd = reduced_channels(channels, rd_ratio, rd_channels)
-        self.fc1 = nn.Conv2d(channels, rd, 1)
+        self.fc1 = PooledConv1x1(channels, rd)
         self.act = create_act(act)
-        self.fc2 = nn.Conv2d(rd, channels, 1)
+        self.fc2 = PooledConv1x1(rd, channels)
         self.gate = create_act(gate)
 
     def weights(self, x: torch.Tensor) -> torch.Tensor:

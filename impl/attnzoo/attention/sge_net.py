@@ -53,9 +53,8 @@ class SpatialGroupEnhance(nn.Module):
         xg = x.reshape(n, self.groups, c // self.groups, h, w)
         sim = (xg * xg.mean(dim=(3, 4), keepdim=True)).sum(dim=2)  # (N, G, H, W)
         flat = sim.flatten(2)
-        flat = flat - flat.mean(dim=-1, keepdim=True)
-        std = flat.std(dim=-1, keepdim=True, correction=1 if h * w > 1 else 0)
-        norm = (flat / (std + self.eps)).view_as(sim)
+        std, mean = torch.std_mean(flat, dim=-1, keepdim=True, correction=1 if h * w > 1 else 0)  # one pass
+        norm = ((flat - mean) / (std + self.eps)).view_as(sim)
         return torch.sigmoid(norm * self.weight + self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

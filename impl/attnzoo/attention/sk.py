@@ -37,10 +37,12 @@ authors' ResNeXt-style Caffe model does the same); identical parameters.
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn as nn
 
-from ..layers import ConvNormAct, check_divisible, check_positive_int, check_train_batch, reduced_channels
+from ..layers import ConvNormAct, PooledConv1x1, check_divisible, check_positive_int, check_train_batch, reduced_channels
 from ..models.resnet import Bottleneck, ResNet, register_block
 from ..registry import register_attention, register_model
 
@@ -76,8 +78,8 @@ class SelectiveKernel(nn.Module):
         self.out_channels = out_channels
         self.branches = nn.ModuleList(ConvNormAct(channels, out_channels, 3, stride, groups=groups, dilation=d)
                                       for d in dilations)
-        self.fuse = ConvNormAct(out_channels, rd, 1)
-        self.select = nn.Conv2d(rd, out_channels * len(dilations), 1, bias=False)
+        self.fuse = ConvNormAct(out_channels, rd, 1, conv_layer=partial(PooledConv1x1, bias=False))
+        self.select = PooledConv1x1(rd, out_channels * len(dilations), bias=False)
 
     def _split(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([branch(x) for branch in self.branches], dim=1)  # (N, M, C, H, W)

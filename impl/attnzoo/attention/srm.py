@@ -38,8 +38,7 @@ from ..registry import register_attention
 def style_pool(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """(N, C, H, W) -> (N, C, 2): per-channel mean and standard deviation over the spatial positions."""
     flat = x.flatten(2)
-    mean = flat.mean(dim=2)
-    var = flat.var(dim=2, correction=1 if flat.shape[2] > 1 else 0)
+    var, mean = torch.var_mean(flat, dim=2, correction=1 if flat.shape[2] > 1 else 0)  # one pass
     return torch.stack([mean, (var + eps).sqrt()], dim=2)
 
 

@@ -4,7 +4,7 @@ from .conv import ConvNormAct
 from .create_act import create_act
 from .drop import DropPath, drop_path_rates
 from .dynamic import per_sample_conv2d
-from .gates import SpatialGate
+from .gates import PooledConv1x1, SpatialGate
 from .init import trunc_normal_init
 from .helpers import (check_choice, check_conv_args, check_stages, check_train_batch, check_divisible, check_positive_int, make_divisible, reduced_channels,
                       to_2tuple)
@@ -14,7 +14,7 @@ from .pos_embed import resize_pos_grid
 from .tokens import TokenAttention, check_hw, tokens_to_grid
 
 __all__ = [
-    "MultiHeadSelfAttention", "SpatialGate", "ConvNormAct", "create_act", "DropPath", "drop_path_rates", "check_choice", "check_divisible",
+    "MultiHeadSelfAttention", "PooledConv1x1", "SpatialGate", "ConvNormAct", "create_act", "DropPath", "drop_path_rates", "check_choice", "check_divisible",
     "check_positive_int", "check_conv_args", "check_stages", "check_train_batch", "TokenAttention", "make_divisible", "reduced_channels", "to_2tuple", "Mlp", "LayerNorm2d", "resize_pos_grid", "check_hw", "tokens_to_grid", "trunc_normal_init",
     "per_sample_conv2d",
 ]
