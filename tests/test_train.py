@@ -4,6 +4,7 @@ Runs use ResNet-18-CIFAR with one block per stage at 8x8 inputs (a few CPU secon
 parts (pickle batches, crop/flip, normalisation) are the same as at 32x32.
 """
 import json
+import math
 import os
 import pickle
 import socket
@@ -18,8 +19,8 @@ from attnzoo.cli import main
 from attnzoo.registry import Entry, _TABLES
 from attnzoo.train import TrainConfig, TrainError, train
 from attnzoo.train.data import crop_flip, load_data
-from attnzoo.train.engine import checkpoint_path, seed_everything
-from attnzoo.train.config import build_model
+from attnzoo.train.config import build_model, default_image_size
+from attnzoo.train.engine import checkpoint_path, lr_factor, make_optimizer, seed_everything
 from attnzoo.train.records import aggregate
 from attnzoo.train.report import evaluation_page
 
@@ -87,6 +88,38 @@ def test_crop_flip_is_a_shifted_window_of_the_padded_image():
     for i in range(2):
         windows = [padded[i, :, dy:dy + 5, dx:dx + 7] for dy in range(5) for dx in range(5)]
         assert any(torch.equal(out[i], w) or torch.equal(out[i], w.flip(-1)) for w in windows)
+
+
+def test_schedule_optimizer_and_input_size_defaults():
+    total, warm = 100, 10
+    assert [lr_factor(s, total, warm) for s in (0, 4, 9)] == [0.1, 0.5, 1.0]
+    assert lr_factor(10, total, warm) == 1.0 and lr_factor(55, total, warm) == pytest.approx(0.5)
+    assert lr_factor(99, total, 0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 99 / 100)))
+    _, sgd = make_optimizer(create_model("resnet18_cifar", num_classes=10, **TINY), TrainConfig("m", batch_size=256))
+    assert sgd == {"optimizer": "sgd", "lr": 0.2, "weight_decay": 5e-4}     # BatchNorm network: SGD, lr 0.1 x B/128
+    vit = create_model("vit_tiny_patch16_224", num_classes=10, depth=1, img_size=32, patch_size=8)
+    opt, adamw = make_optimizer(vit, TrainConfig("m", batch_size=1024))
+    assert adamw == {"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05}
+    assert all(p.ndim > 1 for p in opt.param_groups[0]["params"]) and opt.param_groups[1]["weight_decay"] == 0
+    sizes = [default_image_size(TrainConfig(m)) for m in ("resnet18_cifar", "resnet18", "vit_tiny_patch16_224")]
+    assert sizes == [32, 224, 224] and default_image_size(TrainConfig("resnet18", image_size=64)) == 64
+
+
+def test_image_folder(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 3), ("val", 2)):
+        for name in ("cat", "dog"):
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(tmp_path / split / name / f"{i}.png")
+    data = load_data(str(tmp_path), image_size=16)
+    assert (data.classes, len(data.train), len(data.test), data.in_memory) == (["cat", "dog"], 6, 4, False)
+    assert data.train[0][0].shape == data.test[0][0].shape == (3, 16, 16)
+    with pytest.raises(TrainError, match="neither a CIFAR folder nor an image folder"):
+        load_data(str(tmp_path / "val"))
 
 
 def _fixed_batch_loss(model, cifar) -> float:

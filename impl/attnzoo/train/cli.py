@@ -50,8 +50,8 @@ def add_train_parser(sub) -> None:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="channels_last memory format (default: on for CUDA)")
     p.add_argument("--deterministic", action="store_true", help="deterministic kernels on CUDA (slower)")
-    p.add_argument("--image-size", type=int, help="input size (default: the model's img_size, else 32 for CIFAR, "
-                   "224 for image folders)")
+    p.add_argument("--image-size", type=int, help="input size (default: the model's own: its img_size, 32 for "
+                   "*_cifar models, else 224; CIFAR images are resized to it)")
     p.add_argument("--workers", type=int, default=4, help="loader processes for image folders (default: %(default)s)")
     p.add_argument("--out", help="where records go; checkpoints in OUT/checkpoints (default: results/ of the "
                    "checkout, else ./results)")

@@ -43,7 +43,7 @@ class TrainConfig:
     compile: bool = False
     channels_last: bool | None = None  # default: on for CUDA
     deterministic: bool = False
-    image_size: int | None = None      # default: the model's img_size, else 32 for CIFAR, 224 for image folders
+    image_size: int | None = None      # default: the model's own (see default_image_size)
     workers: int = 4
     out: str = "results"
     resume: bool = False
@@ -152,8 +152,9 @@ def measure_model(cfg: TrainConfig, num_classes: int, image_size: int) -> tuple[
         raise TrainError(f"{what} at {image_size}x{image_size}: {type(exc).__name__}: {exc}") from None
 
 
-def default_image_size(cfg: TrainConfig, native: int | None) -> int:
-    """--image-size, else the size the model is built for (its ``img_size``), else the data's (32 for CIFAR)."""
+def default_image_size(cfg: TrainConfig) -> int:
+    """--image-size, else the size the model is built for: its ``img_size``, 32 for CIFAR-style models
+    (``*_cifar``), else 224 (ImageNet's). CIFAR images are resized to it on the device."""
     if cfg.image_size:
         return cfg.image_size
     entry = model_entry(cfg.model)
@@ -166,4 +167,6 @@ def default_image_size(cfg: TrainConfig, native: int | None) -> int:
         fixed = param.default if param is not None and param.default is not inspect.Parameter.empty else None
     if isinstance(fixed, (tuple, list)):
         fixed = fixed[0]
-    return int(fixed) if fixed else (native or 224)
+    if fixed:
+        return int(fixed)
+    return 32 if "cifar" in cfg.model else 224

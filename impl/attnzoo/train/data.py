@@ -85,7 +85,6 @@ class ImageData:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     in_memory: bool
-    native_size: int | None = None   # 32 for CIFAR
 
     @property
     def num_classes(self) -> int:
@@ -139,7 +138,7 @@ def load_cifar(name: str, folder: Path) -> ImageData:
         if len(data.labels) and int(data.labels.max()) >= len(classes):
             raise TrainError(f"{found}: {part} labels reach {int(data.labels.max())} but the meta file lists "
                              f"{len(classes)} classes")
-    return ImageData(name, train, test, classes, spec.mean, spec.std, in_memory=True, native_size=32)
+    return ImageData(name, train, test, classes, spec.mean, spec.std, in_memory=True)
 
 
 def download_cifar(name: str, root: Path) -> None:

@@ -185,7 +185,7 @@ def _train(cfg: TrainConfig, ctx: D.Dist, device: torch.device) -> dict | None:
         load_data(cfg.data, cfg.data_dir, cfg.image_size or 224, download=True)
     D.barrier(ctx)
     data = load_data(cfg.data, cfg.data_dir, cfg.image_size or 224)
-    image_size = default_image_size(cfg, data.native_size)
+    image_size = default_image_size(cfg)
     per_rank = cfg.batch_size // ctx.world_size
     steps_per_epoch = len(data.train) // ctx.world_size // per_rank
     if steps_per_epoch == 0:

@@ -29,10 +29,10 @@ attnzoo book             # this page, regenerated from results/*.json
 Any registered attention (`attnzoo.list_attention()`) or convolution (`attnzoo.list_convs()`) can be named;
 one that does not fit the backbone stops with a message saying why. The recipe is the usual CIFAR one (SGD,
 momentum 0.9, lr 0.1 x batch/128, weight decay 5e-4, cosine decay, batch 128, random crop with 4 pixels of
-padding and flips); each record keeps the time its run took. Several GPUs: `torchrun --nproc_per_node=K -m attnzoo train ...` (the global batch
-stays `--batch-size`), or one run per GPU with `CUDA_VISIBLE_DEVICES`. A run interrupted by a job time limit
-continues with the same command and `--resume`. Each run writes `results/<run>.json`; commit those files to
-publish them here.
+padding and flips); each record keeps the time its run took. Several GPUs:
+`torchrun --nproc_per_node=K -m attnzoo train ...` (the global batch stays `--batch-size`), or one run per GPU
+with `CUDA_VISIBLE_DEVICES`. A run interrupted by a job time limit continues with the same command and
+`--resume`. Each run writes `results/<run>.json`; commit those files to publish them here.
 """
 
 NO_RECORDS = """\
