@@ -84,9 +84,9 @@ class DynamicConv2d(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Each kernel He-normal on its own (fan-out = k k C_out / g); biases zero."""
-        fan_out = self.kernel_size * self.kernel_size * self.out_channels // self.groups
-        nn.init.normal_(self.weight, 0.0, math.sqrt(2.0 / fan_out))
+        """Each kernel as ResNet/MobileNetV2 initialise a plain convolution (He-normal, fan-out); biases zero."""
+        for kernel in self.weight:
+            nn.init.kaiming_normal_(kernel, mode="fan_out", nonlinearity="relu")
         if self.bias is not None:
             nn.init.zeros_(self.bias)
 
