@@ -34,6 +34,31 @@ def add_entry_lines(project, entry_id, lines):
 
 # ---- attnzoo new --------------------------------------------------------------------------------------------
 
+@pytest.fixture
+def project(project):
+    """The metadata copy with ULSAM, the example paper of these tests, as a catalogued entry whatever its status in
+    the real catalogue (its notebook and the lines an implementation adds removed)."""
+    entry = project / "catalogue" / "ulsam.yaml"
+    entry.write_text(re.sub(r"^status: \w+\n", "status: catalogued\n", drop_keys(entry.read_text(), IMPLEMENTED),
+                            flags=re.M))
+    (project / "book" / "notebooks" / "ulsam.ipynb").unlink(missing_ok=True)
+    return project
+
+
+IMPLEMENTED = ("implementation", "notebook", "reported")
+
+
+def drop_keys(text, keys):
+    """YAML text without the top-level ``keys`` (each with its indented or list continuation lines)."""
+    out, dropping = [], False
+    for line in text.splitlines(keepends=True):
+        if line[:1] not in (" ", "-", "\n", ""):
+            dropping = line.split(":")[0] in keys
+        if not dropping:
+            out.append(line)
+    return "".join(out)
+
+
 def test_new_on_a_catalogued_entry_writes_module_notebook_and_test_only(project, capsys, run, snapshot):
     before = snapshot(project)
     assert run(project, "new", "ulsam") == 0
@@ -317,6 +342,7 @@ def test_placeholder_in_an_existing_bib_record_is_named(project, capsys, run):
 def full_project(project):
     """The metadata copy plus the package source, so that a broken module can be tried safely."""
     shutil.copytree(ROOT / "impl", project / "impl", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    (project / "impl" / "attnzoo" / "attention" / "ulsam.py").unlink(missing_ok=True)  # catalogued in the copy
     return project
 
 
