@@ -24,7 +24,7 @@ from . import distributed as D
 from .config import TrainConfig, build_model, default_image_size, measure_model, model_kwargs
 from .data import eval_indices, load_data, make_loader, prepare, shard
 from .errors import TrainError
-from .records import hardware, make_record, peak_memory_mib, write_record
+from .records import hardware, make_record, peak_memory_mib, rate, write_record
 
 
 def seed_everything(seed: int) -> None:
@@ -238,7 +238,7 @@ def _train(cfg: TrainConfig, ctx: D.Dist, device: torch.device) -> dict | None:
         state["epoch"], done_now = epoch + 1, done_now + 1
         state["wall_time_s"] += time.perf_counter() - start
         _say(ctx, f"epoch {epoch + 1}/{cfg.epochs}: train loss {stats['train_loss']:.4f} acc {stats['train_acc']:.2f}% "
-             f"| test top-1 {stats['top1']:.2f}% top-5 {stats['top5']:.2f}% | {stats['images_per_s']:.0f} img/s")
+             f"| test top-1 {stats['top1']:.2f}% top-5 {stats['top5']:.2f}% | {rate(stats['images_per_s'])} img/s")
         if ctx.is_main:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"config": cfg.result_options(), "model": model.state_dict(), "optimizer": opt.state_dict(),

@@ -123,6 +123,11 @@ def aggregate(records: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (r["dataset"], r["model"], r["module"] != "none", -r["top1"]))
 
 
+def rate(images_per_s: float) -> str:
+    """Throughput with no more digits than it deserves: 12345, 123, 1.23, 0.0123."""
+    return f"{images_per_s:.0f}" if images_per_s >= 100 else f"{images_per_s:.3g}"
+
+
 def _pm(mean: float, std: float, n: int, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
 
@@ -134,7 +139,7 @@ def table_rows(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     for r in rows:
         n = len(r["seeds"])
         macs = "–" if r["macs"] is None else f"{r['macs'] / 1e9:.3f}"
-        ips = "–" if math.isnan(r["images_per_s"]) else f"{r['images_per_s']:.0f}"
+        ips = "–" if math.isnan(r["images_per_s"]) else rate(r["images_per_s"])
         body.append([r["dataset"], r["model"], r["module"], str(r["epochs"]), str(n), _pm(r["top1"], r["top1_std"], n),
                      _pm(r["top5"], r["top5_std"], n), f"{r['params'] / 1e6:.2f}", macs, ips,
                      f"{r['wall_time_s'] / 60:.1f}", "; ".join(r["devices"])])
