@@ -24,7 +24,9 @@ def _factory(rep: dict):
 @pytest.mark.parametrize("entry_id,rep", CASES)
 def test_params_match_paper(entry_id, rep):
     params, _ = measure(_factory(rep))
-    assert params / 1e6 == pytest.approx(rep["params_m"], rel=0.01), f"{entry_id}: {rep['variant']} ({rep['source']})"
+    # 1 %, or up to 5 % where the entry's note says why the paper's figure is off from the released model.
+    tol = rep.get("params_rel_tol", 0.01)
+    assert params / 1e6 == pytest.approx(rep["params_m"], rel=tol), f"{entry_id}: {rep['variant']} ({rep['source']})"
 
 
 @pytest.mark.parametrize("entry_id,rep", [c for c in CASES if c.values[1].get("gflops")])

@@ -108,7 +108,7 @@ def compare_with_reported(entry_id: str, model_factory, device: str | torch.devi
             macs = count_macs(model, torch.zeros(1, 3, res, res, device=device)) / 1e9
             row.update({"GMACs": round(macs, 3), "paper GFLOPs": rep["gflops"]})
             assert abs(macs - rep["gflops"]) <= rep.get("macs_rel_tol", macs_tol) * rep["gflops"], row
-        assert abs(params - rep["params_m"]) <= params_tol * rep["params_m"], row
+        assert abs(params - rep["params_m"]) <= rep.get("params_rel_tol", params_tol) * rep["params_m"], row
         rows.append(row)
     return rows
 
