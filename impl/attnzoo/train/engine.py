@@ -181,11 +181,11 @@ def _train(cfg: TrainConfig, ctx: D.Dist, device: torch.device) -> dict | None:
     if cfg.batch_size % ctx.world_size:
         raise TrainError(f"--batch-size {cfg.batch_size} (global) must be divisible by the {ctx.world_size} processes")
     model_kwargs(cfg, num_classes=1)        # unknown names and missing slots fail before the data is read
-    if cfg.download and ctx.is_main:
-        load_data(cfg.data, cfg.data_dir, cfg.image_size or 224, download=True)
-    D.barrier(ctx)
-    data = load_data(cfg.data, cfg.data_dir, cfg.image_size or 224)
     image_size = default_image_size(cfg)
+    if cfg.download and ctx.is_main:
+        load_data(cfg.data, cfg.data_dir, image_size, download=True)
+    D.barrier(ctx)
+    data = load_data(cfg.data, cfg.data_dir, image_size)
     per_rank = cfg.batch_size // ctx.world_size
     steps_per_epoch = len(data.train) // ctx.world_size // per_rank
     if steps_per_epoch == 0:
