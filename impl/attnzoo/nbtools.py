@@ -1,6 +1,7 @@
 """Helpers the mechanism notebooks share: device set-up, a sample image, counting, checks and plots."""
 from __future__ import annotations
 
+import functools
 import random
 
 import torch
@@ -88,24 +89,27 @@ def measure(factory, input_shape: tuple[int, ...] | None = None) -> tuple[int, i
         return params, count_macs(factory(), torch.zeros(input_shape))
 
 
-def compare_with_reported(entry_id: str, model_factory, device: str | torch.device = "cpu",
+def compare_with_reported(entry_id: str, model_factory, device: str | torch.device | None = None,
                           params_tol: float = 0.01, macs_tol: float = 0.10) -> list[dict]:
-    """Build each reported variant of a catalogue entry, count it and check it against the paper.
+    """Count each reported variant of a catalogue entry and check it against the paper.
 
-    ``model_factory(variant)`` builds the registered variant. Raises AssertionError when the parameter count
-    is more than ``params_tol`` away (relative) or the MACs more than ``macs_tol`` away.
+    ``model_factory(variant)`` builds the registered variant; it is called on the meta device (``measure``), so the
+    largest variants cost neither memory nor compute, and ``device`` is not needed (accepted for older notebooks).
+    Raises AssertionError when the parameter count is more than ``params_tol`` away (relative; the entry's
+    ``params_rel_tol`` where it gives one) or the MACs more than ``macs_tol`` (or ``macs_rel_tol``).
     """
     from .catalogue import get_entry
 
     rows = []
     for rep in get_entry(entry_id).get("reported") or []:
-        model = model_factory(rep["variant"]).to(device)
-        params = count_params(model) / 1e6
+        res = rep.get("resolution", 224)
+        params, macs = measure(functools.partial(model_factory, rep["variant"]),
+                               (1, 3, res, res) if rep.get("gflops") else None)
+        params /= 1e6
         row = {"variant": rep["variant"], "params (M)": round(params, 3), "paper params (M)": rep["params_m"],
                "source": rep["source"]}
-        if rep.get("gflops"):
-            res = rep.get("resolution", 224)
-            macs = count_macs(model, torch.zeros(1, 3, res, res, device=device)) / 1e9
+        if macs is not None:
+            macs /= 1e9
             row.update({"GMACs": round(macs, 3), "paper GFLOPs": rep["gflops"]})
             assert abs(macs - rep["gflops"]) <= rep.get("macs_rel_tol", macs_tol) * rep["gflops"], row
         assert abs(params - rep["params_m"]) <= rep.get("params_rel_tol", params_tol) * rep["params_m"], row
