@@ -1,5 +1,7 @@
 """Every registered model with a timm twin loads timm's weights and gives timm's logits (random weights,
 randomised BatchNorm statistics, eval mode) at its default size and at a second size both compute the same way."""
+import contextlib
+
 import pytest
 import torch
 import torch.nn as nn
@@ -39,20 +41,53 @@ OTHER_SIZE_KWARGS["gmlp_"] = {"both": dict(img_size=(256, 192))}
 # CaiT: timm's position table is laid out for one input size (ours resizes it), so both are built for the second.
 OTHER_SIZE["cait_"] = (256, 192)
 OTHER_SIZE_KWARGS["cait_"] = {"both": dict(img_size=(256, 192))}
+# PiT: likewise (timm's position map is built for one size; ours is resized bicubically for others).
+OTHER_SIZE["pit_"] = (256, 192)
+OTHER_SIZE_KWARGS["pit_"] = {"both": dict(img_size=(256, 192))}
+# ConViT: likewise, and square (timm's GPSA builds its offsets for a sqrt(L) x sqrt(L) grid).
+OTHER_SIZE["convit_"] = (256, 256)
+OTHER_SIZE_KWARGS["convit_"] = {"both": dict(img_size=256)}
+# EfficientFormer: timm's attention bias is built for a 7 x 7 last grid; 211 x 197 is odd and still gives 7 x 7.
+OTHER_SIZE["efficientformer_"] = (211, 197)
 
 
 def _randomise(model: nn.Module, seed: int = 0) -> None:
+    """Every parameter from a cheap deterministic hash (fan-in scaled weights, biases near 0, other vectors near 1),
+    BatchNorm statistics random."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
+        for i, (name, p) in enumerate(model.named_parameters()):
+            u = _hash_uniform(p.numel(), seed + i).view(p.shape).to(p.dtype)
+            if p.dim() >= 2:
+                p.copy_(u * (3 * p.shape[0] / p.numel()) ** 0.5)
+            else:
+                p.copy_(0.1 * u if name.endswith("bias") else 1 + 0.1 * u)
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.5)
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-                if m.affine:
-                    m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.5 + 1)
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.5)
-            elif isinstance(m, nn.Linear) and not m.weight.any():  # zero-initialised heads (MLP-Mixer): logits of 0
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * 0.02)
+
+
+def _hash_uniform(n: int, seed: int) -> torch.Tensor:
+    """n numbers spread over (-1, 1) without a sequential generator (vectorised: fast for 100 M parameters)."""
+    i = torch.arange(n, dtype=torch.float64)
+    return torch.remainder(torch.sin(i * 12.9898 + seed * 78.233) * 43758.5453, 1.0) * 2 - 1
+
+
+@contextlib.contextmanager
+def _random_init_skipped():
+    """While timm builds a model, its random fills do nothing: drawing the numbers (uniform_ for 300 M parameters
+    takes longer than a forward pass) is most of the cost of building a large model, and _randomise overwrites
+    every parameter. Deterministic tensors (index buffers, constant fills) are built as usual."""
+    skipped = ("uniform_", "normal_", "erfinv_")
+    saved = {name: getattr(torch.Tensor, name) for name in skipped}
+    try:
+        for name in skipped:
+            setattr(torch.Tensor, name, lambda self, *args, **kwargs: self)
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(torch.Tensor, name, method)
 
 
 def _by_prefix(table: dict, name: str, default):
@@ -64,8 +99,8 @@ def _other_size(name: str) -> tuple[int, int]:
 
 
 def _pair(name: str, timm_kwargs: dict | None = None, both_kwargs: dict | None = None):
-    torch.manual_seed(0)
-    theirs = timm.create_model(TWINS[name], **(timm_kwargs or {}), **(both_kwargs or {})).eval()
+    with _random_init_skipped():
+        theirs = timm.create_model(TWINS[name], **(timm_kwargs or {}), **(both_kwargs or {})).eval()
     _randomise(theirs)
     return theirs, load_timm_weights(_uninitialised(name, **_by_prefix(OURS_KWARGS, name, {}), **(both_kwargs or {})),
                                      theirs)
