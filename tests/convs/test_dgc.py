@@ -7,7 +7,7 @@ from attnzoo.convs.dgc import DynamicGroupConv2d, dgc_lasso_loss, set_progress
 
 
 def _reference(x, m):
-    """Eq. 2-3 one image and one head at a time (float64): saliency, zero the k smallest, convolve, interleave."""
+    """The paper's equations one image and one head at a time (float64): saliency, zero the k smallest, convolve, interleave."""
     heads, per = m.heads, m.out_channels // m.heads
     k = m.inactive_channels
     outs = []

@@ -9,7 +9,7 @@ from attnzoo.convs.dynamic_conv import DynamicConv2d, set_temperature, temperatu
 
 
 def _reference(x, m, stride, groups, dilation=1):
-    """Eq. 1-4 of the paper one example at a time, in float64: pi = softmax(FC2(ReLU(FC1(GAP x))) / tau)."""
+    """The paper's equations one example at a time, in float64: pi = softmax(FC2(ReLU(FC1(GAP x))) / tau)."""
     fc1, fc2 = m.attention[0], m.attention[2]
     k = m.weight.shape[-1]
     outs = []
@@ -91,7 +91,7 @@ def test_examples_do_not_mix_and_batch_one():
 
 
 def test_temperature_annealing():
-    """tau: 30 -> 1 linearly over the first 10 epochs, then 1 (paper, Sec. 3.2)."""
+    """tau: 30 -> 1 linearly over the first 10 epochs, then 1 (paper)."""
     assert temperature_schedule(0) == 30.0
     assert temperature_schedule(5) == pytest.approx(15.5)
     assert temperature_schedule(10) == temperature_schedule(50) == 1.0

@@ -6,7 +6,7 @@ from attnzoo import create_conv, create_model
 
 
 def _block_reference(x, m):
-    """Eq. 2 block by block (float64): output part o of group g = sum_q W[o, q] *_{rate(o, q)} x[q]."""
+    """The paper's equation block by block (float64): output part o of group g = sum_q W[o, q] *_{rate(o, q)} x[q]."""
     g, p, k = m.groups, m.parts, m.kernel_size
     co, ci = m.out_channels // (g * p), m.in_channels // (g * p)
     rates = m.rate_map()

@@ -4,12 +4,12 @@ A group convolution cuts every output group off from most input channels, perman
 group convolution with H groups ("heads") but lets each head choose, for every image, which input channels it
 reads. Head h owns a kernel W_h (C_out / H output channels, all C_in inputs) and a saliency generator
 
-    s_h(x) = ReLU(W_2^h ReLU(W_1^h GAP(x)) + b_2^h) in R_{>=0}^{C_in}                      (paper, Eq. 2)
+    s_h(x) = ReLU(W_2^h ReLU(W_1^h GAP(x)) + b_2^h) in R_{>=0}^{C_in}                      (paper, Sec. 3)
 
 Of the C_in saliencies the smallest ``inactive`` are set to zero, the others kept as they are (the "unbiased"
-gate, Sec. 3.2), and the head convolves the gated input:
+gate of the paper), and the head convolves the gated input:
 
-    y_h = W_h * (s~_h(x) . x),     y = the H heads' outputs, interleaved as the authors' code       (Eq. 3)
+    y_h = W_h * (s~_h(x) . x),     y = the H heads' outputs, interleaved as the authors' code       (Sec. 3)
 
 ``inactive`` grows during training from 0 to round(C_in (1 - gate_factor)) (gate_factor: the fraction of input
 channels each head keeps, 1/4 by default): 0 before 1/12 of training, then linearly until 3/4 of it

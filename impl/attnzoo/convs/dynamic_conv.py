@@ -4,14 +4,14 @@ arXiv:1912.03458).
 A dynamic convolution owns K kernels W_1 ... W_K (and biases b_1 ... b_K) of the shape of the convolution it
 replaces. For every example x, a squeeze-and-excitation branch gives K attention weights that sum to one,
 
-    z = FC_2(ReLU(FC_1(GAP(x)))),   pi_k(x) = exp(z_k / tau) / sum_j exp(z_j / tau)        (paper, Eq. 1-2, 4)
+    z = FC_2(ReLU(FC_1(GAP(x)))),   pi_k(x) = exp(z_k / tau) / sum_j exp(z_j / tau)        (paper, Sec. 3)
 
 and the example is convolved with its own aggregated kernel
 
-    y = (sum_k pi_k(x) W_k) * x + sum_k pi_k(x) b_k                                           (paper, Eq. 1)
+    y = (sum_k pi_k(x) W_k) * x + sum_k pi_k(x) b_k                                           (paper, Sec. 3)
 
-The first FC reduces the width by 4 (Sec. 3.2), K = 4 (Sec. 5.1). The temperature tau starts large, so that all
-kernels are used almost equally and all train, and is annealed from 30 to 1 over the first 10 epochs (Sec. 3.2,
+The first FC reduces the width by 4 and K = 4 (the paper's settings). The temperature tau starts large, so that all
+kernels are used almost equally and all train, and is annealed from 30 to 1 over the first 10 epochs (paper,
 "temperature annealing"); ``temperature_schedule`` and ``set_temperature`` do this for a whole network. A freshly
 built module has ``temperature = 30``, the start of training; a trained model runs at 1.
 
@@ -25,7 +25,7 @@ The authors released no code for this paper; what the paper leaves open is our c
 (fan-out, as the host ResNet/MobileNetV2 initialise a plain convolution), the attention branch as ``nn.Linear``;
 the biases start at zero.
 
-Backbones, K = 4 (Sec. 5.1 says "every convolution layer but the first"; the parameter counts of its ImageNet
+Backbones, K = 4 (the paper says "every convolution layer but the first"; the parameter counts of its ImageNet
 table say which):
 
 * ``dy_mobilenetv2_{100,075,050,035}``: every convolution of the inverted residual blocks (expand, depthwise,
@@ -57,7 +57,7 @@ class DynamicConv2d(nn.Module):
 
     Args:
         in_channels, out_channels, kernel_size, stride, groups, dilation: as ``nn.Conv2d`` ("same" padding
-            ``dilation * (k - 1) // 2``). bias: K biases aggregated like the kernels (paper's Eq. 1).
+            ``dilation * (k - 1) // 2``). bias: K biases aggregated like the kernels (as in the paper).
         num_kernels: K (paper: 4). reduction: width reduction of the attention's first FC (paper: 4).
         temperature: tau of the softmax (paper: 30 at the start of training, annealed to 1).
     """

@@ -3,14 +3,14 @@
 A feature pyramid inside one layer, at no extra cost: the kernel W (C_out, C_in, k, k) of a plain convolution is
 cut into P x P blocks (P "parts" of the output and input channels), and each block is applied with its own
 dilation rate. Rates cycle along both channel axes, so every output channel mixes several scales and every input
-channel is seen at several scales (paper, Sec. 3 and Fig. 2). With base rate d, the authors' layer
+channel is seen at several scales (paper, Sec. 3). With base rate d, the authors' layer
 (``PSConv2d`` in d-li14/PSConv, ``mmdet/models/utils/psconv.py``) uses
 
     block (p, p)            dilation d       (``gwconv``: a group convolution with P groups)
     block (p, p + P/2)      dilation 2 d     (``gwconv_shift``: the same on the input with its halves swapped)
     every other block       dilation 1       (``conv``: a dense convolution whose other blocks are masked to zero)
 
-    y = sum over blocks (p, q) of  W_{p,q} *_{dilation(p, q)} x_q                                     (Eq. 2)
+    y = sum over blocks (p, q) of  W_{p,q} *_{dilation(p, q)} x_q                                     (Sec. 3)
 
 and PS-ResNet uses d = 2, P = 4 in the 3x3 convolution of every bottleneck (``mmdet/models/backbones/resnet.py``).
 
