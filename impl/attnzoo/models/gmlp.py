@@ -26,8 +26,9 @@ runs only that grid (so does timm's). Images are zero-padded to whole patches as
 (``mlp_mixer.PatchEmbed``). For another patch grid, ``grid_mismatch="resample"`` (default, **our departure**, the same
 rule as our MLP-Mixer) resizes W along both token axes and b bilinearly over the grid, W scaled by S / S';
 ``grid_mismatch="error"`` gives the paper's behaviour as a clear ValueError; ``img_size=(H, W)`` builds a model for
-another size. At the native grid nothing changes. The gating unit halves the channel count and is bound to one token count, so it does not fit the
-attention contract ((N, C, H, W) -> same shape at any size) and is not registered as an attention.
+another size. At the native grid nothing changes. The gating unit halves the channel count and is bound to one token
+count, so it does not fit the attention contract ((N, C, H, W) -> same shape at any size) and is not registered as an
+attention.
 """
 from __future__ import annotations
 
