@@ -84,6 +84,23 @@ def _block_inputs(block, channels: int, n: int, h: int, w: int, device="cpu") ->
     return tuple(torch.randn(n, channels, h, w, device=device) for _ in required)
 
 
+def _randomise_bn(module: torch.nn.Module) -> torch.nn.Module:
+    """Random running statistics and affine parameters in every BatchNorm, so that eval-mode references test them."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    return module
+
+
+@pytest.fixture
+def randomise_bn():
+    """``randomise_bn(module)``: random BatchNorm statistics and affine parameters (in place; returns the module)."""
+    return _randomise_bn
+
+
 @pytest.fixture
 def block_inputs():
     """``block_inputs(block, channels, n, h, w, device)``: example positional inputs of a registered block."""

@@ -6,15 +6,6 @@ import torch.nn.functional as F
 from attnzoo import create_block
 
 
-def _randomise_bn(module: torch.nn.Module) -> None:
-    for m in module.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-
-
 def _cbr(x, unit, dilation=1):
     """conv -> BN (eval) -> ReLU from torch primitives, with the weights of a ConvNormAct."""
     conv, bn = unit[0], unit[1]
@@ -24,10 +15,10 @@ def _cbr(x, unit, dilation=1):
 
 
 @torch.no_grad()
-def test_aspp_equals_its_equations_built_from_primitives():
+def test_aspp_equals_its_equations_built_from_primitives(randomise_bn):
     torch.manual_seed(0)
     block = create_block("aspp", 8, 6, rates=(1, 2, 3)).eval()
-    _randomise_bn(block)
+    randomise_bn(block)
     x = torch.randn(2, 8, 7, 10)
     ys = [_cbr(x, block.convs[0])] + [_cbr(x, block.convs[i + 1], r) for i, r in enumerate((1, 2, 3))]
     pooled = _cbr(x.mean(dim=(2, 3), keepdim=True), block.pool)
@@ -36,13 +27,13 @@ def test_aspp_equals_its_equations_built_from_primitives():
 
 
 @torch.no_grad()
-def test_aspp_matches_torchvision_deeplabv3_aspp_on_the_same_weights():
+def test_aspp_matches_torchvision_deeplabv3_aspp_on_the_same_weights(randomise_bn):
     from torchvision.models.segmentation.deeplabv3 import ASPP as TorchvisionASPP
 
     torch.manual_seed(0)
     ours = create_block("aspp", 16, 8).eval()
     theirs = TorchvisionASPP(16, (6, 12, 18), 8).eval()
-    _randomise_bn(theirs)
+    randomise_bn(theirs)
     src, dst = theirs.state_dict(), ours.state_dict()
     assert [v.shape for v in src.values()] == [v.shape for v in dst.values()]
     ours.load_state_dict(dict(zip(dst.keys(), src.values())))

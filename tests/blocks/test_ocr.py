@@ -13,13 +13,9 @@ def _cbr(t, unit, pad=0):
 
 
 @torch.no_grad()
-def test_ocr_equals_its_equations_built_from_primitives():
+def test_ocr_equals_its_equations_built_from_primitives(randomise_bn):
     torch.manual_seed(0)
-    block = create_block("ocr", 6, 8, num_classes=None).eval()
-    for m in block.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
+    block = randomise_bn(create_block("ocr", 6, 8, num_classes=None).eval())
     x, regions = torch.randn(2, 6, 5, 7), torch.randn(2, 3, 5, 7)
     feats = _cbr(x, block.conv3x3_ocr, pad=1)  # (N, 8, H, W)
     m = regions.flatten(2).softmax(dim=2)  # (N, K, HW)

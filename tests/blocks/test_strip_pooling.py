@@ -6,24 +6,15 @@ import torch.nn.functional as F
 from attnzoo import create_attention
 
 
-def _randomise_bn(module):
-    for m in module.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.5, 0.5)
-
-
 def _bn(t, bn):
     return F.batch_norm(t, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
 
 
 @torch.no_grad()
-def test_spm_gate_from_primitives():
+def test_spm_gate_from_primitives(randomise_bn):
     torch.manual_seed(0)
     spm = create_attention("spm", 6).eval()
-    _randomise_bn(spm)
+    randomise_bn(spm)
     x = torch.randn(2, 6, 7, 10)
     column = _bn(F.conv2d(x.mean(dim=3, keepdim=True), spm.conv1.weight, padding=(1, 0)), spm.bn1)  # (N, C, H, 1)
     row = _bn(F.conv2d(x.mean(dim=2, keepdim=True), spm.conv2.weight, padding=(0, 1)), spm.bn2)  # (N, C, 1, W)
@@ -48,10 +39,10 @@ def test_spm_gate_depends_on_row_and_column_means_only():
 
 
 @torch.no_grad()
-def test_mpm_from_primitives():
+def test_mpm_from_primitives(randomise_bn):
     torch.manual_seed(0)
     mpm = create_attention("mpm", 8, pool_size=(4, 3)).eval()
-    _randomise_bn(mpm)
+    randomise_bn(mpm)
     x = torch.randn(2, 8, 9, 7)
 
     def unit(t, u, pad, relu):
