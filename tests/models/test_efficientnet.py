@@ -160,3 +160,11 @@ def test_bad_arguments_are_value_errors(kwargs):
 def test_wrong_input_rank_is_a_value_error():
     with pytest.raises(ValueError, match=r"\(N, C, H, W\)"):
         create_model("efficientnet_b0")(torch.randn(3, 32, 32))
+
+
+def test_conv_layer_replaces_the_depthwise_convolutions():
+    model = create_model("efficientnet_b0", conv_layer="mixconv", depths=(1,) * 7, num_classes=10).eval()
+    blocks = [b for s in model.blocks for b in s]
+    assert all(type(b.conv_dw).__name__ == "MixConv2d" for b in blocks)
+    assert type(model.conv_stem).__name__ == "Conv2dSame"  # the stem and the 1x1 convs stay plain
+    assert model(torch.randn(1, 3, 33, 47)).shape == (1, 10)
