@@ -33,17 +33,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import ConvNormAct, check_positive_int, check_train_batch
+from ..layers import ConvNormAct, check_positive_int, check_positive_ints, check_train_batch
 from ..registry import register_block
-
-
-def _check_rates(rates) -> tuple[int, ...]:
-    rates = tuple(rates)
-    if not rates:
-        raise ValueError("rates must name at least one atrous rate, got ()")
-    for i, r in enumerate(rates):
-        check_positive_int(f"rates[{i}]", r)
-    return rates
 
 
 @register_block("aspp")
@@ -62,7 +53,7 @@ class ASPP(nn.Module):
         super().__init__()
         check_positive_int("in_channels", in_channels)
         check_positive_int("out_channels", out_channels)
-        rates = _check_rates(rates)
+        rates = check_positive_ints("rates", rates)
         self.rates = rates
         self.convs = nn.ModuleList([ConvNormAct(in_channels, out_channels, 1)] +
                                    [ConvNormAct(in_channels, out_channels, 3, dilation=r) for r in rates])
@@ -100,7 +91,7 @@ class ASPPv2(nn.Module):
         super().__init__()
         check_positive_int("in_channels", in_channels)
         check_positive_int("out_channels", out_channels)
-        rates = _check_rates(rates)
+        rates = check_positive_ints("rates", rates)
         if hidden_channels is not None:
             check_positive_int("hidden_channels", hidden_channels)
         self.rates = rates

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import ConvNormAct, check_divisible, check_positive_int, check_train_batch
+from ..layers import ConvNormAct, check_divisible, check_positive_int, check_positive_ints, check_train_batch
 from ..registry import register_block
 
 
@@ -48,11 +48,7 @@ class PyramidPooling(nn.Module):
         super().__init__()
         check_positive_int("in_channels", in_channels)
         check_positive_int("out_channels", out_channels)
-        bins = tuple(bins)
-        if not bins:
-            raise ValueError("bins must name at least one grid size, got ()")
-        for i, b in enumerate(bins):
-            check_positive_int(f"bins[{i}]", b)
+        bins = check_positive_ints("bins", bins)
         if reduction_channels is None:
             check_divisible("in_channels", in_channels, len(bins), "len(bins)")
             reduction_channels = in_channels // len(bins)

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import ConvNormAct, check_positive_int, reduced_channels
+from ..layers import ConvNormAct, check_positive_int, check_positive_ints, reduced_channels
 from ..registry import register_attention
 
 
@@ -79,10 +79,9 @@ class MixedPoolingModule(nn.Module):
     def __init__(self, channels: int, pool_size=(20, 12)):
         super().__init__()
         inter = reduced_channels(channels, 1 / 4)
-        pool_size = tuple(pool_size)
-        if len(pool_size) != 2:
+        self.pool_size = check_positive_ints("pool_size", pool_size)
+        if len(self.pool_size) != 2:
             raise ValueError(f"pool_size needs two grid sizes (SPNet: (20, 12)), got {pool_size!r}")
-        self.pool_size = tuple(check_positive_int(f"pool_size[{i}]", p) for i, p in enumerate(pool_size))
         self.conv1_1 = ConvNormAct(channels, inter, 1)
         self.conv1_2 = ConvNormAct(channels, inter, 1)
         self.conv2_0, self.conv2_1, self.conv2_2 = (ConvNormAct(inter, inter, 3, act=None) for _ in range(3))

@@ -29,6 +29,14 @@ def check_positive_int(name: str, value: Any) -> int:
     return value
 
 
+def check_positive_ints(name: str, values) -> tuple[int, ...]:
+    """A non-empty sequence of positive ints (rates, bins, pool sizes) as a tuple, else a ValueError naming it."""
+    values = tuple(values)
+    if not values:
+        raise ValueError(f"{name} must hold at least one positive integer, got ()")
+    return tuple(check_positive_int(f"{name}[{i}]", v) for i, v in enumerate(values))
+
+
 def check_divisible(name: str, value: int, divisor: int, divisor_name: str) -> None:
     if value % divisor:
         raise ValueError(f"{name}={value} must be divisible by {divisor_name}={divisor}")
