@@ -10,11 +10,11 @@ from .helpers import (check_choice, check_conv_args, check_stages, check_train_b
                       to_2tuple)
 from .mlp import Mlp
 from .norm import LayerNorm2d
-from .pos_embed import resize_pos_grid
+from .pos_embed import patch_grid, resize_pos_grid
 from .tokens import TokenAttention, check_hw, tokens_to_grid
 
 __all__ = [
     "MultiHeadSelfAttention", "PooledConv1x1", "SpatialGate", "ConvNormAct", "create_act", "DropPath", "drop_path_rates", "check_choice", "check_divisible",
-    "check_positive_int", "check_positive_ints", "check_conv_args", "check_stages", "check_train_batch", "TokenAttention", "make_divisible", "reduced_channels", "to_2tuple", "Mlp", "LayerNorm2d", "resize_pos_grid", "check_hw", "tokens_to_grid", "trunc_normal_init",
+    "check_positive_int", "check_positive_ints", "check_conv_args", "check_stages", "check_train_batch", "TokenAttention", "make_divisible", "reduced_channels", "to_2tuple", "Mlp", "LayerNorm2d", "patch_grid", "resize_pos_grid", "check_hw", "tokens_to_grid", "trunc_normal_init",
     "per_sample_conv2d",
 ]

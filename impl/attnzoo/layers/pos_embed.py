@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .helpers import check_choice
+from .helpers import check_choice, check_positive_int, to_2tuple
 
 
 def resize_pos_grid(pos: torch.Tensor, src_hw: tuple[int, int], dst_hw: tuple[int, int],
@@ -21,3 +21,13 @@ def resize_pos_grid(pos: torch.Tensor, src_hw: tuple[int, int], dst_hw: tuple[in
     grid = pos.reshape(1, src_hw[0], src_hw[1], -1).permute(0, 3, 1, 2)
     grid = F.interpolate(grid, size=dst_hw, mode=mode, align_corners=mode == "bilinear")
     return grid.flatten(2).transpose(1, 2)
+
+
+def patch_grid(img_size, patch_size: int) -> tuple[int, int]:
+    """The (H / P, W / P) patch grid a position table is laid out for; a ValueError unless P divides both sides."""
+    h, w = to_2tuple(img_size)
+    for name, value in dict(img_height=h, img_width=w, patch_size=patch_size).items():
+        check_positive_int(name, value)
+    if h % patch_size or w % patch_size:
+        raise ValueError(f"img_size={img_size} must be a multiple of patch_size={patch_size}")
+    return h // patch_size, w // patch_size

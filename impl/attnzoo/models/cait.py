@@ -34,8 +34,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import (DropPath, check_choice, Mlp, TokenAttention, check_divisible, check_positive_int, resize_pos_grid,
-                      to_2tuple, trunc_normal_init)
+from ..layers import (DropPath, check_choice, Mlp, TokenAttention, check_divisible, check_positive_int, patch_grid,
+                      resize_pos_grid, trunc_normal_init)
 from ..registry import register_attention, register_model
 from ..timm import register_timm_rules
 from .vit import PatchEmbed
@@ -179,14 +179,11 @@ class CaiT(nn.Module):
                  mlp_ratio_token_only: float = 4.0, drop_rate: float = 0.0, attn_drop_rate: float = 0.0,
                  drop_path_rate: float = 0.0, pos_embed_interp: str = "bicubic"):
         super().__init__()
-        img_hw = to_2tuple(img_size)
-        for name, value in dict(img_size=img_hw[0], patch_size=patch_size, in_chans=in_chans,
-                                num_classes=num_classes, depth=depth, depth_token_only=depth_token_only).items():
+        for name, value in dict(in_chans=in_chans, num_classes=num_classes, depth=depth,
+                                depth_token_only=depth_token_only).items():
             check_positive_int(name, value)
-        if img_hw[0] % patch_size or img_hw[1] % patch_size:
-            raise ValueError(f"img_size={img_size} must be a multiple of patch_size={patch_size}")
         self.pos_embed_interp = check_choice("pos_embed_interp", pos_embed_interp, ("bicubic", "bilinear"))
-        self.grid = (img_hw[0] // patch_size, img_hw[1] // patch_size)
+        self.grid = patch_grid(img_size, patch_size)
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid[0] * self.grid[1], embed_dim))  # patches only

@@ -29,8 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import (TokenAttention, check_divisible, check_hw, check_positive_int, drop_path_rates,
-                      resize_pos_grid, to_2tuple, trunc_normal_init)
+from ..layers import (TokenAttention, check_divisible, check_hw, check_positive_int, drop_path_rates, patch_grid,
+                      resize_pos_grid, trunc_normal_init)
 from ..registry import register_attention, register_model
 from ..timm import register_timm_rules
 from .vit import Block, PatchEmbed
@@ -141,16 +141,13 @@ class ConViT(nn.Module):
                  qkv_bias: bool = False, local_up_to_layer: int = 10, locality_strength: float = 1.0,
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0):
         super().__init__()
-        img_hw = to_2tuple(img_size)
-        for name, value in dict(img_size=img_hw[0], patch_size=patch_size, num_classes=num_classes,
-                                depth=depth, embed_dim=embed_dim, num_heads=num_heads).items():
+        for name, value in dict(num_classes=num_classes, depth=depth, embed_dim=embed_dim,
+                                num_heads=num_heads).items():
             check_positive_int(name, value)
-        if img_hw[0] % patch_size or img_hw[1] % patch_size:
-            raise ValueError(f"img_size={img_size} must be a multiple of patch_size={patch_size}")
+        self.grid = patch_grid(img_size, patch_size)
         if not 0 <= local_up_to_layer <= depth:
             raise ValueError(f"local_up_to_layer must be in [0, depth={depth}], got {local_up_to_layer}")
         dim = embed_dim * num_heads
-        self.grid = (img_hw[0] // patch_size, img_hw[1] // patch_size)
         self.local_up_to_layer = local_up_to_layer
         self.patch_embed = PatchEmbed(patch_size, in_chans, dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
