@@ -103,8 +103,9 @@ class HaloAttention(nn.Module):
         b, heads, d = self.block_size, self.num_heads, self.head_dim
         q, k, v, bias, (nbh, nbw) = self._blocks(x)
         flat = (n, heads * nbh * nbw)
-        y = F.scaled_dot_product_attention(q.reshape(*flat, b * b, d), k.reshape(*flat, -1, d),
-                                           v.reshape(*flat, -1, d), attn_mask=bias.reshape(*flat, b * b, -1),
+        # contiguous: SDPA's fused CPU kernel needs unit stride on d (else the explicit softmax path runs)
+        q, k, v = (t.reshape(*flat, -1, d).contiguous() for t in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.reshape(*flat, b * b, -1),
                                            scale=1.0)  # q is already scaled by 1 / sqrt(d)
         y = y.reshape(n, heads, nbh, nbw, b, b, d).permute(0, 1, 6, 2, 4, 3, 5).reshape(n, c, nbh * b, nbw * b)
         return y[:, :, :h, :w]

@@ -103,7 +103,9 @@ class NonLocal2d(nn.Module):
 
     @staticmethod
     def _tokens(t: torch.Tensor) -> torch.Tensor:
-        return t.flatten(2).transpose(1, 2)  # (N, L, C')
+        # (N, L, C') with unit stride on C': SDPA's fused CPU kernel needs it (else it falls back to the explicit
+        # L x L softmax); a no-op copy for channels_last maps
+        return t.flatten(2).transpose(1, 2).contiguous()
 
     def _query_key(self, x: torch.Tensor, xs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """theta(x) and phi of the (possibly pooled) key input ``xs``, as tokens."""

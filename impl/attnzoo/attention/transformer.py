@@ -75,11 +75,15 @@ class SimplifiedMHSA(TokenAttention):
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         n, length, c = x.shape
-        return x.reshape(n, length, self.num_heads, c // self.num_heads).transpose(1, 2)  # (N, h, L, d)
+        # (N, h, L, d) with unit stride on d (tokens of a feature map are a transposed view): SDPA's fused CPU
+        # kernel needs it
+        return x.contiguous().reshape(n, length, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def forward_tokens(self, x: torch.Tensor, hw=None) -> torch.Tensor:
         n, length, c = x.shape
         t = self._heads(x)
+        if torch.is_autocast_enabled(x.device.type):  # no projection before SDPA to cast the inputs for us
+            t = t.to(torch.get_autocast_dtype(x.device.type))
         y = F.scaled_dot_product_attention(t, t, t, dropout_p=self.attn_drop if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(n, length, c))
 

@@ -66,7 +66,7 @@ class CrossCovarianceAttention(TokenAttention):
         """Q_hat^T * tau, K_hat^T, V^T: each (N, h, C/h, L), Q and K normalised over the tokens."""
         n, length, c = x.shape
         q, k, v = self.qkv(x).reshape(n, length, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 4, 1)
-        return F.normalize(q, dim=-1) * self.temperature, F.normalize(k, dim=-1), v
+        return F.normalize(q, dim=-1) * self.temperature.to(q.dtype), F.normalize(k, dim=-1), v  # autocast dtype
 
     def attention_map(self, x: torch.Tensor) -> torch.Tensor:
         """The channel-to-channel softmax map (N, h, C/h, C/h), for inspection and plots."""
@@ -74,7 +74,7 @@ class CrossCovarianceAttention(TokenAttention):
         return (q @ k.transpose(-2, -1)).softmax(dim=-1)
 
     def forward_tokens(self, x: torch.Tensor, hw: tuple[int, int] | None) -> torch.Tensor:
-        q, k, v = self._qkv(x)
+        q, k, v = (t.contiguous() for t in self._qkv(x))  # unit stride on L: SDPA's fused CPU kernel needs it
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=1.0)
         return self.proj_drop(self.proj(y.permute(0, 3, 1, 2).reshape(x.shape)))
 
