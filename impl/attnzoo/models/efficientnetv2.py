@@ -45,7 +45,12 @@ EFFICIENTNETV2_VARIANTS = {
     "l": dict(depths=(4, 7, 7, 10, 19, 25, 7), widths=(32, 64, 96, 192, 224, 384, 640), stem_width=32, drop_rate=0.4),
 }
 
+
+class EfficientNetV2(MBConvNet):
+    """The registered EfficientNetV2 models: ``MBConvNet`` built from the rows above (see the module docstring)."""
+
+
 for _v, _cfg in EFFICIENTNETV2_VARIANTS.items():
-    register_model(f"efficientnetv2_{_v}", MBConvNet, timm=f"tf_efficientnetv2_{_v}", arch=EFFICIENTNETV2,
+    register_model(f"efficientnetv2_{_v}", EfficientNetV2, timm=f"tf_efficientnetv2_{_v}", arch=EFFICIENTNETV2,
                    act="silu", se_kwargs=dict(act="silu", gate="sigmoid"), bn_momentum=0.1, drop_path_rate=0.2,
                    **_cfg)

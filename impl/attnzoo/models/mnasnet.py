@@ -47,5 +47,10 @@ MNASNET_B1 = (
 MNASNET = dict(act="relu", se_kwargs=dict(act="relu", gate="sigmoid"), padding="symmetric", bn_eps=1e-5,
                bn_momentum=0.1, drop_rate=0.2)
 
-register_model("mnasnet_a1", MBConvNet, timm="semnasnet_100", arch=MNASNET_A1, **MNASNET)
-register_model("mnasnet_b1", MBConvNet, timm="mnasnet_100", arch=MNASNET_B1, **MNASNET)
+
+class MnasNet(MBConvNet):
+    """The registered MnasNet models: ``MBConvNet`` built from the rows above (see the module docstring)."""
+
+
+register_model("mnasnet_a1", MnasNet, timm="semnasnet_100", arch=MNASNET_A1, **MNASNET)
+register_model("mnasnet_b1", MnasNet, timm="mnasnet_100", arch=MNASNET_B1, **MNASNET)

@@ -53,7 +53,12 @@ MOBILENETV3_SMALL = (
 MOBILENETV3 = dict(stem_width=16, head="pool_conv", act=HS, se_kwargs=dict(act="relu", gate="hard_sigmoid"),
                    se_from="mid", se_divisor=8, bn_momentum=0.003, drop_rate=0.2)
 
-register_model("mobilenetv3_large", MBConvNet, timm="tf_mobilenetv3_large_100", arch=MOBILENETV3_LARGE,
+
+class MobileNetV3(MBConvNet):
+    """The registered MobileNetV3 models: ``MBConvNet`` built from the rows above (see the module docstring)."""
+
+
+register_model("mobilenetv3_large", MobileNetV3, timm="tf_mobilenetv3_large_100", arch=MOBILENETV3_LARGE,
                num_features=1280, **MOBILENETV3)
-register_model("mobilenetv3_small", MBConvNet, timm="tf_mobilenetv3_small_100", arch=MOBILENETV3_SMALL,
+register_model("mobilenetv3_small", MobileNetV3, timm="tf_mobilenetv3_small_100", arch=MOBILENETV3_SMALL,
                num_features=1024, **MOBILENETV3)
