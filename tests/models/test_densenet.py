@@ -9,17 +9,6 @@ import torch.nn.functional as F
 from attnzoo import create_model
 
 
-def _randomise_bn(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g, dtype=m.weight.dtype) * 0.3)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g, dtype=m.weight.dtype) + 0.5)
-                m.weight.copy_(torch.randn(m.num_features, generator=g, dtype=m.weight.dtype) * 0.3 + 1)
-                m.bias.copy_(torch.randn(m.num_features, generator=g, dtype=m.weight.dtype) * 0.3)
-
-
 def _bn_relu(x, bn):
     return F.relu(F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps))
 
@@ -29,9 +18,9 @@ def _layer_reference(x, layer):
     return F.conv2d(_bn_relu(y, layer.norm2), layer.conv2.weight, padding=1)
 
 
-def test_block_concatenates_every_earlier_map():
+def test_block_concatenates_every_earlier_map(randomise_bn):
     model = create_model("densenet121", growth_rate=6, block_config=(5, 2)).double().eval()
-    _randomise_bn(model)
+    randomise_bn(model)
     block = model.features.denseblock1
     x = torch.randn(2, 12, 9, 7, dtype=torch.float64)
     out = block(x)
@@ -45,9 +34,9 @@ def test_block_concatenates_every_earlier_map():
     assert torch.equal(out[:, :12], x)  # the block input is passed on unchanged
 
 
-def test_transition_compresses_and_pools():
+def test_transition_compresses_and_pools(randomise_bn):
     model = create_model("densenet121", growth_rate=6, block_config=(5, 2)).double().eval()
-    _randomise_bn(model)
+    randomise_bn(model)
     trans = model.features.transition1
     x = torch.randn(1, 42, 9, 7, dtype=torch.float64)
     expected = F.avg_pool2d(F.conv2d(_bn_relu(x, trans.norm), trans.conv.weight), 2)

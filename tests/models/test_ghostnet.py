@@ -8,15 +8,6 @@ import torch.nn.functional as F
 from attnzoo import create_model
 
 
-def _randomise_bn(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g, dtype=m.weight.dtype) * 0.3)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g, dtype=m.weight.dtype) + 0.5)
-
-
 def _bn(x, bn):
     return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
 
@@ -34,9 +25,9 @@ def _se(x, se):
     return x * (F.relu6(z + 3) / 6)[:, :, None, None]        # the authors' hard_sigmoid
 
 
-def test_strided_bottleneck_with_se_matches_the_authors_block():
+def test_strided_bottleneck_with_se_matches_the_authors_block(randomise_bn):
     model = create_model("ghostnet_100").double().eval()
-    _randomise_bn(model)
+    randomise_bn(model)
     blk = model.blocks[3][0]                                   # k5, 24 -> 72 -> 40, SE, stride 2
     x = torch.randn(2, 24, 11, 9, dtype=torch.float64)
     y = _ghost(x, blk.ghost1, True)
@@ -48,9 +39,9 @@ def test_strided_bottleneck_with_se_matches_the_authors_block():
     assert blk.se.fc1.out_channels == 20                        # make_divisible(72 / 4, 4)
 
 
-def test_stride_one_bottleneck_has_identity_shortcut():
+def test_stride_one_bottleneck_has_identity_shortcut(randomise_bn):
     model = create_model("ghostnet_100").double().eval()
-    _randomise_bn(model)
+    randomise_bn(model)
     blk = model.blocks[6][0]                                    # k3, 80 -> 200 -> 80, no SE
     x = torch.randn(1, 80, 5, 7, dtype=torch.float64)
     torch.testing.assert_close(blk(x), _ghost(_ghost(x, blk.ghost1, True), blk.ghost2, False) + x)

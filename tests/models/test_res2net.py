@@ -9,30 +9,19 @@ import torch.nn.functional as F
 from attnzoo import create_model
 
 
-def _randomise_bn(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g, dtype=m.weight.dtype) * 0.3)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g, dtype=m.weight.dtype) + 0.5)
-                m.weight.copy_(torch.randn(m.num_features, generator=g, dtype=m.weight.dtype) * 0.3 + 1)
-                m.bias.copy_(torch.randn(m.num_features, generator=g, dtype=m.weight.dtype) * 0.3)
-
-
 def _k(x, conv, bn, stride):
     y = F.conv2d(x, conv.weight, stride=stride, padding=1)
     return F.relu(F.batch_norm(y, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps))
 
 
-def _model():
+def _model(randomise_bn):
     model = create_model("res2net50_26w_4s", layers=(2, 2, 1, 1), base_width=8, num_classes=5).double().eval()
-    _randomise_bn(model)
+    randomise_bn(model)
     return model
 
 
-def test_normal_block_is_the_hierarchy_of_the_paper():
-    blk = _model().stages[1][1]            # 128 planes: w = 128 * 8 / 64 = 16, s = 4
+def test_normal_block_is_the_hierarchy_of_the_paper(randomise_bn):
+    blk = _model(randomise_bn).stages[1][1]            # 128 planes: w = 128 * 8 / 64 = 16, s = 4
     assert (blk.split, blk.scale, blk.stage_first) == (16, 4, False)
     x = torch.randn(2, 64, 7, 9, dtype=torch.float64)
     x1, x2, x3, x4 = x.split(16, 1)
@@ -42,8 +31,8 @@ def test_normal_block_is_the_hierarchy_of_the_paper():
     torch.testing.assert_close(blk.hierarchy(x), torch.cat([y1, y2, y3, x4], 1))
 
 
-def test_stage_first_block_has_parallel_strided_convs_and_a_pooled_last_group():
-    blk = _model().stages[1][0]
+def test_stage_first_block_has_parallel_strided_convs_and_a_pooled_last_group(randomise_bn):
+    blk = _model(randomise_bn).stages[1][0]
     assert blk.stage_first
     x = torch.randn(1, 64, 7, 9, dtype=torch.float64)
     parts = x.split(16, 1)
@@ -54,8 +43,8 @@ def test_stage_first_block_has_parallel_strided_convs_and_a_pooled_last_group():
     assert got.shape == (1, 64, 4, 5)
 
 
-def test_block_output_is_residual_plus_shortcut():
-    blk = _model().stages[0][1]
+def test_block_output_is_residual_plus_shortcut(randomise_bn):
+    blk = _model(randomise_bn).stages[0][1]
     x = torch.randn(1, 256, 6, 5, dtype=torch.float64)
     with torch.no_grad():
         expected = F.relu(blk.conv3(blk.hierarchy(blk.conv1(x))) + x)

@@ -9,17 +9,6 @@ import torch.nn.functional as F
 from attnzoo import create_model
 
 
-def _randomise_bn(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.copy_(torch.randn(m.num_features, generator=g, dtype=torch.float64) * 0.3)
-                m.running_var.copy_(torch.rand(m.num_features, generator=g, dtype=torch.float64) + 0.5)
-                m.weight.copy_(torch.randn(m.num_features, generator=g, dtype=torch.float64) * 0.3 + 1)
-                m.bias.copy_(torch.randn(m.num_features, generator=g, dtype=torch.float64) * 0.3)
-
-
 def _bn_relu(x, bn):
     return F.relu(F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps))
 
@@ -32,9 +21,9 @@ def _block_reference(x, blk, stride):
 
 
 @pytest.mark.parametrize("group,stride", [(0, 1), (1, 2)])
-def test_block_matches_the_authors_functional_block(group, stride):
+def test_block_matches_the_authors_functional_block(group, stride, randomise_bn):
     model = create_model("wide_resnet16_8", width=2).double().eval()
-    _randomise_bn(model)
+    randomise_bn(model)
     for b, blk in enumerate(model.stages[group]):
         s = stride if b == 0 else 1
         x = torch.randn(2, blk.conv1.in_channels, 9, 11, dtype=torch.float64)
@@ -42,9 +31,9 @@ def test_block_matches_the_authors_functional_block(group, stride):
     assert model.stages[group][0].shortcut is not None and model.stages[group][1].shortcut is None
 
 
-def test_whole_network_matches_the_reference():
+def test_whole_network_matches_the_reference(randomise_bn):
     model = create_model("wide_resnet40_4", layers=(2, 1, 1), width=1, num_classes=7).double().eval()
-    _randomise_bn(model)
+    randomise_bn(model)
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     y = F.conv2d(x, model.stem.weight, padding=1)
     for g, stage in enumerate(model.stages):
