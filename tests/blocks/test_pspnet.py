@@ -46,7 +46,8 @@ def test_global_level_is_constant_and_the_input_passes_through():
 
 def test_pspnet_widths_on_resnet_features():
     """PSPNet on ResNet's 2048 channels: four 1x1 reductions to 512, a 3x3 bottleneck 4096 -> 512 (no biases)."""
-    block = create_block("ppm", 2048, 512)
+    with torch.device("meta"):
+        block = create_block("ppm", 2048, 512)
     expected = 4 * (2048 * 512 + 2 * 512) + 4096 * 512 * 9 + 2 * 512
     assert sum(p.numel() for p in block.parameters()) == expected
 
