@@ -1,0 +1,327 @@
+"""Benchmark every registered module and model: forward+backward time against a reference, side by side.
+
+Each row times three slots interleaved in one run (every repetition runs ours, the reference, ours again, so machine
+noise hits them alike) and keeps the medians: ``ratio`` = ours / reference, ``aa`` = ours (2nd slot) / ours (1st
+slot), the A/A ratio of the same module against itself, i.e. the noise floor of that row. References:
+
+* attention: timm's module for the same mechanism with the same settings (TIMM_EQUIVALENTS), else a plain 3x3
+  convolution C -> C on the same map (``conv3x3``: the ratio is the module's cost in units of one such conv);
+* conv: ``nn.Conv2d`` of the same shape (in, out, kernel, stride, groups);
+* block: a 3x3 convolution C -> C on the first input;
+* model: its timm twin (``attnzoo.timm.list_timm_twins``), else the same ResNet without its attention / unit
+  (ResNet variants), else our plain ResNet-50;
+* sdpa (``--kinds sdpa``): every attention module that calls ``scaled_dot_product_attention`` against bare SDPA
+  on the query/key/value shapes the module passes it.
+
+    PYTHONPATH=impl python benchmarks/bench.py --device cpu --out book/benchmarks/cpu.json
+    PYTHONPATH=impl python benchmarks/bench.py --device cuda --amp bf16 --channels-last --out book/benchmarks/cuda_bf16.json
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from attnzoo import (create_attention, create_block, create_conv, create_model, list_attention, list_blocks,
+                     list_convs, list_models)
+from attnzoo.models.resnet import ResNet
+from attnzoo.registry import model_entry
+from attnzoo.timm import list_timm_twins
+
+
+def _timm(path: str, **kwargs):
+    def build(channels: int):
+        module_name, cls = path.rsplit(".", 1)
+        return getattr(importlib.import_module(module_name), cls)(channels, **kwargs)
+    return build
+
+
+# Our attention registry name -> timm's module for the same mechanism with the same settings.
+TIMM_EQUIVALENTS = {
+    "se": _timm("timm.layers.squeeze_excite.SEModule", rd_ratio=1 / 16, rd_divisor=1),
+    "eca": _timm("timm.layers.eca.EcaModule"),  # adaptive kernel size, gamma 2, b 1, as ours
+    "cbam": _timm("timm.layers.cbam.CbamModule", rd_ratio=1 / 16, rd_divisor=1, mlp_bias=True),
+    "gc": _timm("timm.layers.global_context.GlobalContext", fuse_add=True, fuse_scale=False, init_last_zero=True,
+                rd_ratio=1 / 16, rd_divisor=1),
+    "sk": lambda c: _timm("timm.layers.selective_kernel.SelectiveKernel", groups=32, split_input=False,
+                          rd_channels=max(32, c // 16))(c),
+    "ge_theta_minus": _timm("timm.layers.gather_excite.GatherExcite", extent=0, extra_params=False, use_mlp=False),
+    "non_local": _timm("timm.layers.non_local_attn.NonLocalAttn", use_scale=False, rd_ratio=1 / 2, rd_divisor=1),
+    "halo": _timm("timm.layers.halo_attn.HaloAttn", num_heads=8, block_size=8, halo_size=3),
+    "coord_attn": _timm("timm.layers.coord_attn.CoordAttn", rd_ratio=1 / 32, rd_divisor=8),
+}
+# (N, C, H, W) per kind; models get (N, 3, H, W). Small enough that a full CPU run ends in reasonable time.
+SIZES = {"attention": [(8, 64, 56, 56), (8, 256, 14, 14)], "conv": [(8, 64, 28, 28)], "block": [(8, 64, 28, 28)],
+         "model": [(2, 3, 64, 64)], "sdpa": [(8, 64, 28, 28)]}
+SMOKE_SIZES = {"attention": [(2, 64, 8, 8)], "conv": [(2, 16, 8, 8)], "block": [(2, 64, 8, 8)],
+               "model": [(2, 3, 32, 32)], "sdpa": [(2, 64, 8, 8)]}
+NOT_ATTENTION = ("attn_layer", "attn_kwargs", "attn_site", "attn_stages", "mid_layer", "conv_layer", "fuse_layer",
+                 "fuse_stages", "block")
+
+
+@dataclass
+class Case:
+    kind: str
+    name: str
+    shape: tuple
+    ours: nn.Module
+    inputs: tuple
+    ref: nn.Module | None = None
+    ref_name: str = ""
+    ref_inputs: tuple = ()
+    notes: list[str] = field(default_factory=list)
+
+
+class BareSDPA(nn.Module):
+    """scaled_dot_product_attention on fixed query/key/value tensors (the module's own shapes); input ignored."""
+
+    def __init__(self, shapes, scale=None):
+        super().__init__()
+        self.qkv = nn.ParameterList(nn.Parameter(torch.randn(s)) for s in shapes)
+        self.scale = scale
+
+    def forward(self, x):
+        return F.scaled_dot_product_attention(*self.qkv, scale=self.scale)
+
+
+def conv3x3(c: int) -> nn.Module:
+    return nn.Conv2d(c, c, 3, padding=1)
+
+
+def _timm_model(name: str, size: int):
+    import timm
+
+    for extra in ({"img_size": size}, {}):
+        try:
+            return timm.create_model(name, num_classes=10, **extra)
+        except TypeError:
+            continue
+    raise RuntimeError(f"timm could not build {name}")
+
+
+def model_reference(name: str, size: int) -> tuple[nn.Module, str]:
+    twin = list_timm_twins().get(name)
+    if twin is not None:
+        return _timm_model(twin, size), f"timm {twin}"
+    entry = model_entry(name)
+    if entry.builder is ResNet and any(k in entry.defaults for k in NOT_ATTENTION[:-1]):
+        kwargs = {k: v for k, v in entry.defaults.items() if k not in NOT_ATTENTION[:-1]}
+        return ResNet(num_classes=10, **kwargs), "same ResNet, plain"
+    return create_model("resnet50", num_classes=10), "resnet50"
+
+
+def _sdpa_shapes(module: nn.Module, x: torch.Tensor) -> list[tuple]:
+    shapes, real = [], F.scaled_dot_product_attention
+
+    def spy(q, k, v, *args, **kwargs):
+        shapes.append((tuple(q.shape), tuple(k.shape), tuple(v.shape), kwargs.get("scale")))
+        return real(q, k, v, *args, **kwargs)
+
+    F.scaled_dot_product_attention = spy
+    try:
+        with torch.no_grad():
+            module.eval()(x)
+    finally:
+        F.scaled_dot_product_attention = real
+    return shapes
+
+
+def cases(kind: str, names: list[str], sizes, device, timm_ok: bool):
+    """Yield a Case per (name, size); a module that rejects a size is skipped with a message."""
+    for name in names:
+        for shape in sizes[kind]:
+            torch.manual_seed(0)
+            n, c, h, w = shape
+            x = torch.randn(*shape, device=device)
+            try:
+                if kind == "attention":
+                    case = Case(kind, name, shape, create_attention(name, c), (x,), conv3x3(c), "conv3x3", (x,))
+                    if timm_ok and name in TIMM_EQUIVALENTS:
+                        try:
+                            ref = TIMM_EQUIVALENTS[name](c).to(device)
+                            ref(x)  # timm's module may not support this size (HaloAttn needs H % 8 == 0)
+                            case.ref, case.ref_name = ref, "timm"
+                        except Exception as exc:  # noqa: BLE001
+                            case.notes.append(f"timm: {type(exc).__name__}: {exc}")
+                elif kind == "conv":
+                    case = Case(kind, name, shape, create_conv(name, c, c, 3), (x,), nn.Conv2d(c, c, 3, padding=1),
+                                "nn.Conv2d", (x,))
+                elif kind == "block":
+                    block = create_block(name, c, c)
+                    inputs = (tuple(block.example_inputs(n, h, w, device=device)) if hasattr(block, "example_inputs")
+                              else (x,) * _required_args(block))
+                    case = Case(kind, name, shape, block, inputs, conv3x3(c), "conv3x3", (inputs[0],))
+                elif kind == "model":
+                    ours = create_model(name, num_classes=10)
+                    ref, ref_name = model_reference(name, h) if timm_ok or not list_timm_twins().get(name) else (None, "")
+                    case = Case(kind, name, shape, ours, (x,), ref, ref_name, (x,))
+                else:  # sdpa
+                    module = create_attention(name, c).to(device)
+                    calls = _sdpa_shapes(module, x)
+                    if not calls:
+                        continue
+                    q, k, v, scale = calls[0]
+                    case = Case(kind, name, shape, module, (x,), BareSDPA((q, k, v), scale), "bare SDPA", (x,))
+                    if len(calls) > 1:
+                        case.notes.append(f"{len(calls)} SDPA calls; the bare reference times the first")
+            except ValueError as exc:
+                print(f"skip {kind} {name} at {shape}: {exc}", flush=True)
+                continue
+            yield case
+
+
+def _required_args(block: nn.Module) -> int:
+    import inspect
+
+    return sum(1 for p in inspect.signature(block.forward).parameters.values()
+               if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD)
+
+
+def _step(module, inputs, amp):
+    with torch.autocast(inputs[0].device.type, dtype=amp, enabled=amp is not None):
+        out = module(*inputs)
+    out = out[0] if isinstance(out, (tuple, list)) else out
+    out.float().sum().backward()
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_interleaved(slots, device, reps: int, warmup: int = 1, amp=None) -> list[float]:
+    """Median seconds of forward+backward per (module, inputs) slot, alternating between slots every repetition."""
+    for module, inputs in slots:
+        for _ in range(warmup):
+            _step(module, inputs, amp)
+    times = [[] for _ in slots]
+    for _ in range(reps):
+        for i, (module, inputs) in enumerate(slots):
+            _sync(device)
+            t0 = time.perf_counter()
+            _step(module, inputs, amp)
+            _sync(device)
+            times[i].append(time.perf_counter() - t0)
+    return [statistics.median(t) for t in times]
+
+
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """channels_last for every 4-D parameter and buffer. ``module.to(memory_format=torch.channels_last)`` would do
+    it, but it raises for 5-D tensors (CondConv's expert weights), which keep their layout here."""
+    for t in list(module.parameters()) + list(module.buffers()):
+        if t.dim() == 4:
+            t.data = t.data.contiguous(memory_format=torch.channels_last)
+    return module
+
+
+def _params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def measure(case: Case, device, reps: int, amp=None, channels_last: bool = False) -> dict:
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+    def prepare(module, inputs):
+        module = module.to(device).train()
+        if channels_last:
+            to_channels_last(module)
+        ready = tuple(t.to(memory_format=fmt) if t.dim() == 4 else t for t in inputs)
+        return module, tuple(t.detach().requires_grad_(True) for t in ready)
+
+    ours = prepare(case.ours, case.inputs)
+    slots = [ours] + ([prepare(case.ref, case.ref_inputs)] if case.ref is not None else []) + [ours]
+    times = time_interleaved(slots, device, reps, amp=amp)
+    row = {"kind": case.kind, "module": case.name, "input": "x".join(map(str, case.shape)),
+           "params": _params(case.ours), "ms": round(times[0] * 1e3, 3), "aa": round(times[-1] / times[0], 3)}
+    if case.ref is not None:
+        row.update({"ref": case.ref_name, "ref params": _params(case.ref), "ref ms": round(times[1] * 1e3, 3),
+                    "ratio": round(times[0] / times[1], 3)})
+    if case.notes:
+        row["notes"] = "; ".join(case.notes)
+    return row
+
+
+def run(kinds, only, device, reps, amp=None, channels_last=False, smoke=False, on_row=None) -> list[dict]:
+    try:
+        import timm  # noqa: F401
+        timm_ok = True
+    except Exception as exc:  # noqa: BLE001  (timm missing, or torchvision's operators failing to load)
+        print(f"timm unavailable ({type(exc).__name__}: {exc}); timm references left out")
+        timm_ok = False
+    listing = {"attention": list_attention, "conv": list_convs, "block": list_blocks, "model": list_models,
+               "sdpa": list_attention}
+    sizes = SMOKE_SIZES if smoke else SIZES
+    rows = []
+    for kind in kinds:
+        names = sorted({n for pattern in (only or ["*"]) for n in listing[kind](pattern)})
+        for case in cases(kind, names, sizes, device, timm_ok):
+            try:
+                row = measure(case, device, reps, amp, channels_last)
+            except Exception as exc:  # noqa: BLE001  (one failing module must not stop a long run)
+                row = {"kind": kind, "module": case.name, "input": "x".join(map(str, case.shape)),
+                       "error": f"{type(exc).__name__}: {exc}"[:300]}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if on_row is not None:
+                on_row(rows)
+    return rows
+
+
+def summary(rows: list[dict]) -> dict:
+    """Median ours/timm ratio, and the rows slower than timm by more than 5 % beyond their own A/A noise."""
+    timm_rows = [r for r in rows if str(r.get("ref", "")).startswith("timm")]
+    slow = [f"{r['module']} {r['input']}" for r in timm_rows if r["ratio"] > 1.05 + abs(r["aa"] - 1)]
+    return {"timm rows": len(timm_rows),
+            "median ratio vs timm": round(statistics.median(r["ratio"] for r in timm_rows), 3) if timm_rows else None,
+            "slower than timm beyond noise": slow,
+            "median |A/A - 1|": round(statistics.median(abs(r["aa"] - 1) for r in rows if "aa" in r), 3)
+            if rows else None}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--kinds", nargs="+", default=["attention", "conv", "block", "model"],
+                        choices=["attention", "conv", "block", "model", "sdpa"])
+    parser.add_argument("--only", nargs="*", help="registry names (wildcards)")
+    parser.add_argument("--reps", type=int, default=10)
+    parser.add_argument("--amp", choices=["bf16", "fp16"], help="run under autocast with this dtype")
+    parser.add_argument("--channels-last", action="store_true", help="channels_last inputs and weights")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (tests)")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[args.amp]
+    start = time.time()
+
+    def write(rows, complete=False):  # after every row: an interrupted run keeps what it measured
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(result(rows, complete), indent=1) + "\n")
+
+    def result(rows, complete):
+        meta = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                "machine": platform.processor() or platform.machine(), "reps": args.reps, "kinds": args.kinds,
+                "only": args.only, "amp": args.amp, "channels_last": args.channels_last, "complete": complete,
+                "seconds": round(time.time() - start, 1), "timm": getattr(sys.modules.get("timm"), "__version__", None),
+                "cuda": torch.cuda.get_device_name() if device.type == "cuda" else None}
+        return {"meta": meta, "summary": summary(rows), "rows": rows}
+
+    rows = run(args.kinds, args.only, device, args.reps, amp, args.channels_last, args.smoke, on_row=write)
+    write(rows, complete=True)
+    print(json.dumps(summary(rows)))
+    return result(rows, True)
+
+
+if __name__ == "__main__":
+    main()
