@@ -12,12 +12,19 @@ CL = torch.channels_last
 CHANNELS = 64
 
 
+def _channels_last(x):
+    """A 4-D tensor in channels_last; lists (e.g. pyramid levels) element by element."""
+    if isinstance(x, (list, tuple)):
+        return type(x)(_channels_last(t) for t in x)
+    return x.to(memory_format=CL) if x.dim() == 4 else x
+
+
 def _same_in_both_formats(module: torch.nn.Module, *inputs: torch.Tensor, tol: float = 1e-4) -> None:
     """Eval-mode outputs for contiguous inputs, channels_last inputs, and channels_last inputs and weights agree."""
     module.eval()
     with torch.no_grad():
         ref = module(*inputs)
-        cl_inputs = [x.to(memory_format=CL) for x in inputs]
+        cl_inputs = [_channels_last(x) for x in inputs]
         torch.testing.assert_close(module(*cl_inputs), ref, rtol=tol, atol=tol)
         for t in list(module.parameters()) + list(module.buffers()):  # module.to(memory_format=CL) raises for
             if t.dim() == 4:                                             # 5-D weights (CondConv's experts)
@@ -47,9 +54,10 @@ def test_block_channels_last(name, block_inputs):
 
 # ---------------------------------------------------------------- SDPA: fused, also under bf16 autocast
 
-# CPU's fused kernels need equal head widths for Q, K and V; DANet's position attention has C/8-wide queries and
-# keys and C-wide values (the paper's design), so on the CPU it runs the explicit path (CUDA fuses it).
-UNFUSED_ON_CPU = {"danet_pam", "danet"}
+# CPU's fused kernels need equal head widths for Q, K and V. By their papers' design, DANet's position attention
+# (C/8-wide queries and keys, C-wide values) and EfficientFormer's (keys 32, values 128 wide per head) differ, so
+# on the CPU they run the explicit path (CUDA's memory-efficient kernel fuses them).
+UNFUSED_ON_CPU = {"danet_pam", "danet", "efficientformer_attn"}
 
 
 def _sdpa_calls(module: torch.nn.Module, x: torch.Tensor, **autocast) -> list[tuple]:
