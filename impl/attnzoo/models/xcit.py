@@ -249,9 +249,7 @@ _VARIANTS = {
     "medium_24": dict(embed_dim=512, num_heads=8, depth=24, eta=1e-5),
     "large_24": dict(embed_dim=768, num_heads=16, depth=24, eta=1e-5),
 }
-# Twins declared (and parity-tested) for the small models; the others load timm's weights the same way.
-_TWINS = {"xcit_nano_12_p16_224", "xcit_tiny_12_p16_224", "xcit_small_12_p16_224", "xcit_nano_12_p8_224"}
 for _size, _cfg in _VARIANTS.items():
     for _p in (16, 8):
         _name = f"xcit_{_size}_p{_p}_224"
-        register_model(_name, XCiT, timm=_name if _name in _TWINS else None, patch_size=_p, **_cfg)
+        register_model(_name, XCiT, timm=_name, patch_size=_p, **_cfg)
