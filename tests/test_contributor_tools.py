@@ -35,9 +35,16 @@ def add_entry_lines(project, entry_id, lines):
 # ---- attnzoo new --------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def project(project):
+def project(project, monkeypatch):
     """The metadata copy with ULSAM, the example paper of these tests, as a catalogued entry whatever its status in
-    the real catalogue (its notebook and the lines an implementation adds removed)."""
+    the real catalogue (its notebook and the lines an implementation adds removed, its names unregistered here)."""
+    from attnzoo import registry
+
+    registry.list_names("attention")  # loads the registry before its table is patched
+    for kind, table in registry._TABLES.items():
+        for name, entry in list(table.items()):
+            if entry.module.endswith(".ulsam"):
+                monkeypatch.delitem(table, name)
     entry = project / "catalogue" / "ulsam.yaml"
     entry.write_text(re.sub(r"^status: \w+\n", "status: catalogued\n", drop_keys(entry.read_text(), IMPLEMENTED),
                             flags=re.M))
