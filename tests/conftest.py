@@ -24,7 +24,8 @@ SCALE_KEYS = {"layers", "depth", "depths", "embed_dim", "embed_dims", "dims", "n
               "mlp_ratios", "width", "widths", "width_mult", "width_multiplier", "channels", "planes", "expansion",
               "segment_dims", "min_rd", "img_size", "drop_path_rate", "stem_width", "attn_layer", "attn_kwargs",
               "attn_stages", "layer_scale_init_value", "hidden_dim", "tokens_mlp_dim", "channels_mlp_dim",
-              "patch_size", "window_size", "base_width", "scale", "drop_rate"}
+              "patch_size", "window_size", "base_width", "scale", "drop_rate", "growth_rate",
+              "block_config", "dim"}
 
 
 def _meta_params(name: str) -> int:
