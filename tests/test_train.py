@@ -201,20 +201,21 @@ def test_evaluation_page_comes_from_records_only(tmp_path):
     assert aggregate([{**rec, "seed": 0}])[0]["top1_std"] == 0.0
 
 
-def _ddp_worker(rank, port, args):
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    if main(args) != 0:
-        raise SystemExit(1)
-
-
 def test_ddp_two_cpu_processes(cifar, tmp_path):
+    """As users run it: torchrun with two processes (gloo). A subprocess, not a fork of this test process, which may
+    already have run autograd (fork and autograd's threads do not mix)."""
+    import subprocess
+    import sys
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     args = cli_args(cifar, tmp_path, "--epochs", "1")
-    torch.multiprocessing.start_processes(_ddp_worker, args=(port, args), nprocs=2, start_method="fork")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--nnodes=1",
+                             "--master_addr=127.0.0.1", f"--master_port={port}", "-m", "attnzoo", *args],
+                            env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
     [path] = tmp_path.glob("*.json")                      # rank 0 alone writes
     rec = json.loads(path.read_text())
     assert rec["world_size"] == 2 and rec["device"].startswith("2 x ")
