@@ -27,3 +27,10 @@ def xavier_mlp_init(model: nn.Module) -> None:
             nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+
+def conv_fan_out_init(model: nn.Module) -> None:
+    """He-normal (fan-out, ReLU gain) weights for every Conv2d of ``model``, as torchvision's CNNs initialise them."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import check_choice, check_positive_int
+from ..layers import check_choice, check_positive_int, conv_fan_out_init
 from ..registry import get_attn, get_conv, register_model
 from ..timm import register_timm_rules
 
@@ -138,9 +138,7 @@ class DenseNet(nn.Module):
         # the smallest input whose map survives the stem (/4, ceil) and the transitions (/2, floor)
         halvings = 2 ** (len(block_config) - 1)
         self.min_size = 4 * (halvings - 1) + 1 if stem == "imagenet" else halvings
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        conv_fan_out_init(self)
         nn.init.zeros_(self.head.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

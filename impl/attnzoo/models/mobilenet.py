@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import ConvNormAct, check_positive_int, create_act, make_divisible
+from ..layers import check_positive_int, create_act, make_divisible, conv_fan_out_init
 from ..registry import get_attn, get_conv, register_model
 from ..timm import register_timm_rules
 
@@ -96,9 +96,7 @@ class MobileNetV1(nn.Module):
         self.num_features = ch
         self.head_drop = nn.Dropout(drop_rate)
         self.classifier = nn.Linear(ch, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        conv_fan_out_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_chans, H, W) -> (N, num_features, ceil(H/32), ceil(W/32))."""

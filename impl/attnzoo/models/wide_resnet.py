@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import check_positive_int
+from ..layers import check_positive_int, conv_fan_out_init
 from ..registry import get_attn, get_conv, register_model
 from .resnet import Bottleneck, ResNet, register_block
 
@@ -107,9 +107,7 @@ class WideResNet(nn.Module):
         self.act = nn.ReLU()
         self.num_features = in_ch
         self.head = nn.Linear(in_ch, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        conv_fan_out_init(self)
         nn.init.zeros_(self.head.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
