@@ -73,6 +73,19 @@ def check_train_batch(module, x) -> None:
                          f"of at least 2 in training mode, got {x.shape[0]}; use a larger batch or call .eval()")
 
 
+def check_images(owner: str, x, min_size: int = 1, why: str = "") -> None:
+    """A clear ValueError naming ``owner`` unless ``x`` is an (N, C, H, W) batch of at least ``min_size`` pixels a side.
+
+    ``why`` says what sets the minimum (a stem's stride, a window, ...); it ends the message in parentheses.
+    """
+    if x.dim() != 4:
+        raise ValueError(f"{owner} expects (N, C, H, W) images, got shape {tuple(x.shape)}")
+    if min(x.shape[-2:]) < min_size:
+        reason = f" ({why})" if why else ""
+        raise ValueError(f"{owner} needs images of at least {min_size}x{min_size} pixels{reason}, "
+                         f"got {x.shape[-2]}x{x.shape[-1]}")
+
+
 def check_conv_args(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, groups: int = 1,
                     dilation: int = 1) -> None:
     """The arguments every conv-kind module shares: positive integers, and groups dividing both widths."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import check_positive_int, create_act
+from ..layers import check_images, check_positive_int, create_act
 from ..registry import get_conv, register_model
 from ..timm import register_timm_rules
 
@@ -83,9 +83,7 @@ class ConvMixer(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, h, floor(H/p), floor(W/p))."""
-        if x.dim() != 4 or min(x.shape[-2:]) < self.patch_size:
-            raise ValueError(f"ConvMixer expects (N, C, H, W) images of at least {self.patch_size}x{self.patch_size} "
-                             f"pixels (one patch), got shape {tuple(x.shape)}")
+        check_images("ConvMixer", x, self.patch_size, "one patch")
         return self.blocks(self.stem(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

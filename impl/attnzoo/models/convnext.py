@@ -30,7 +30,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import DropPath, LayerNorm2d, Mlp, check_positive_int, check_stages, drop_path_rates
+from ..layers import check_images, DropPath, LayerNorm2d, Mlp, check_positive_int, check_stages, drop_path_rates
 from ..registry import register_model
 from ..timm import register_timm_rules
 
@@ -113,11 +113,7 @@ class ConvNeXt(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> the last stage's (N, dims[-1], H', W') map (before pooling)."""
-        if x.dim() != 4:
-            raise ValueError(f"ConvNeXt expects (N, C, H, W) images, got shape {tuple(x.shape)}")
-        if x.shape[-2] < MIN_INPUT or x.shape[-1] < MIN_INPUT:
-            raise ValueError(f"ConvNeXt downsamples by {MIN_INPUT} without padding: inputs need at least "
-                             f"{MIN_INPUT}x{MIN_INPUT} pixels, got {x.shape[-2]}x{x.shape[-1]}")
+        check_images("ConvNeXt", x, MIN_INPUT, f"it downsamples by {MIN_INPUT} without padding")
         return self.stages(self.stem(x))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:

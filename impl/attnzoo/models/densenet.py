@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import check_choice, check_positive_int, conv_fan_out_init
+from ..layers import check_images, check_choice, check_positive_int, conv_fan_out_init
 from ..registry import get_attn, get_conv, register_model
 from ..timm import register_timm_rules
 
@@ -143,12 +143,7 @@ class DenseNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_chans, H, W) -> (N, num_features, H', W') after the final BN-ReLU."""
-        if x.dim() != 4:
-            raise ValueError(f"DenseNet expects (N, C, H, W) images, got shape {tuple(x.shape)}")
-        if min(x.shape[-2:]) < self.min_size:
-            raise ValueError(f"DenseNet ({self.stem_type} stem) floors the map at every transition: inputs need "
-                             f"at least {self.min_size}x{self.min_size} pixels, "
-                             f"got {x.shape[-2]}x{x.shape[-1]}")
+        check_images("DenseNet", x, self.min_size, f"the {self.stem_type} stem and every transition floor the map")
         return self.features(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

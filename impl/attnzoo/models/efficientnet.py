@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from ..layers import check_choice, check_positive_int, create_act, make_divisible
+from ..layers import check_images, check_choice, check_positive_int, create_act, make_divisible
 from ..layers.mbconv import ConvBnAct, DepthwiseSeparable, FusedMBConv, MBConv, conv2d
 from ..registry import get_attn, get_conv, register_model
 from ..timm import register_timm_rules
@@ -193,8 +193,7 @@ class MBConvNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> the map before pooling: (N, num_features, H/32, W/32) for ``head="conv"``, else the
         last block's output."""
-        if x.dim() != 4:
-            raise ValueError(f"{type(self).__name__} expects (N, C, H, W) images, got shape {tuple(x.shape)}")
+        check_images(type(self).__name__, x)
         x = self.blocks(self.act1(self.bn1(self.conv_stem(x))))
         if self.head_type == "conv":
             x = self.act2(self.bn2(self.conv_head(x)))

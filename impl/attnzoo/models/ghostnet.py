@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from ..convs.ghost import GhostModule
-from ..layers import check_positive_int, make_divisible
+from ..layers import check_images, check_positive_int, make_divisible
 from ..registry import create_attention, get_attn, register_model
 from ..timm import register_timm_rules
 
@@ -129,8 +129,7 @@ class GhostNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_chans, H, W) -> (N, 960 * width, ceil(H/32), ceil(W/32))."""
-        if x.dim() != 4:
-            raise ValueError(f"GhostNet expects (N, C, H, W) images, got shape {tuple(x.shape)}")
+        check_images("GhostNet", x)
         return self.blocks(self.act1(self.bn1(self.conv_stem(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

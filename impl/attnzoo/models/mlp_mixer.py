@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import DropPath, Mlp, check_choice, check_positive_int, drop_path_rates, to_2tuple
+from ..layers import check_images, DropPath, Mlp, check_choice, check_positive_int, drop_path_rates, to_2tuple
 from ..registry import register_model
 from ..timm import register_timm_rules
 
@@ -116,8 +116,7 @@ class PatchTokenNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, S, D) normalized patch tokens."""
-        if x.dim() != 4:
-            raise ValueError(f"{self.arch} expects (N, C, H, W) images, got shape {tuple(x.shape)}")
+        check_images(self.arch, x)
         x, grid = self.stem(x)
         for block in self.blocks:
             x = block(x, grid)

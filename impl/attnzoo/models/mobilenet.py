@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import check_positive_int, create_act, make_divisible, conv_fan_out_init
+from ..layers import check_images, check_positive_int, create_act, make_divisible, conv_fan_out_init
 from ..registry import get_attn, get_conv, register_model
 from ..timm import register_timm_rules
 
@@ -100,8 +100,7 @@ class MobileNetV1(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_chans, H, W) -> (N, num_features, ceil(H/32), ceil(W/32))."""
-        if x.dim() != 4:
-            raise ValueError(f"MobileNetV1 expects (N, C, H, W) images, got shape {tuple(x.shape)}")
+        check_images("MobileNetV1", x)
         return self.blocks(self.act1(self.bn1(self.conv_stem(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

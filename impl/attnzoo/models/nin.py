@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import ConvNormAct, check_positive_int
+from ..layers import check_images, ConvNormAct, check_positive_int
 from ..registry import get_attn, get_conv, register_model
 
 # (spatial kernel, widths of the conv and the two 1x1 convs) of the three mlpconv layers; the last 1x1 gives classes
@@ -78,10 +78,7 @@ class NiN(nn.Module):
 
     def class_maps(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_chans, H, W) -> (N, num_classes, H', W'): one map per class; each pooling maps H to ceil((H-3)/2)+1."""
-        if x.dim() != 4:
-            raise ValueError(f"NiN expects (N, C, H, W) images, got shape {tuple(x.shape)}")
-        if min(x.shape[-2:]) < 4:
-            raise ValueError(f"NiN's two 3x3 poolings need inputs of at least 4x4 pixels, got {x.shape[-2]}x{x.shape[-1]}")
+        check_images("NiN", x, 4, "its two 3x3 poolings")
         return self.features(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..layers import (DropPath, Mlp, check_choice, check_positive_int, check_stages, drop_path_rates,
+from ..layers import (check_images, DropPath, Mlp, check_choice, check_positive_int, check_stages, drop_path_rates,
                       trunc_normal_init)
 from ..registry import get_attn, register_attention, register_model
 from ..timm import register_timm_rules
@@ -163,11 +163,7 @@ class PoolFormer(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> the last stage's (N, dims[-1], ceil(H/32)-ish, ...) map, before the head's norm."""
-        if x.dim() != 4:
-            raise ValueError(f"PoolFormer expects (N, C, H, W) images, got shape {tuple(x.shape)}")
-        if x.shape[-2] < 3 or x.shape[-1] < 3:
-            raise ValueError(f"PoolFormer's stem (7x7, stride 4, padding 2) needs inputs of at least 3x3 pixels, "
-                             f"got {x.shape[-2]}x{x.shape[-1]}")
+        check_images("PoolFormer", x, 3, "the 7x7 stem, stride 4, padding 2")
         return self.stages(self.stem(x))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:

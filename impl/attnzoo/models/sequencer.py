@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import (DropPath, Mlp, TokenAttention, check_positive_int, check_stages, drop_path_rates,
+from ..layers import (check_images, DropPath, Mlp, TokenAttention, check_positive_int, check_stages, drop_path_rates,
                       tokens_to_grid)
 from ..layers.init import xavier_mlp_init
 from ..registry import register_attention, register_model
@@ -151,9 +151,7 @@ class Sequencer2d(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, H', W', C_4) normalised channels-last map of the last stage."""
-        if x.dim() != 4 or min(x.shape[-2:]) < self.min_size:
-            raise ValueError(f"Sequencer2D expects (N, C, H, W) images of at least {self.min_size}x{self.min_size} "
-                             f"pixels, got shape {tuple(x.shape)}")
+        check_images("Sequencer2D", x, self.min_size)
         x = self.stem(x).permute(0, 2, 3, 1)
         return self.norm(self.stages(x))
 

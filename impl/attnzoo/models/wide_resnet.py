@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import check_positive_int, conv_fan_out_init
+from ..layers import check_images, check_positive_int, conv_fan_out_init
 from ..registry import get_attn, get_conv, register_model
 from .resnet import Bottleneck, ResNet, register_block
 
@@ -112,8 +112,7 @@ class WideResNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_chans, H, W) -> (N, 64k, ceil(H/4), ceil(W/4)), after the final BN-ReLU."""
-        if x.dim() != 4:
-            raise ValueError(f"WideResNet expects (N, C, H, W) images, got shape {tuple(x.shape)}")
+        check_images("WideResNet", x)
         return self.act(self.norm(self.stages(self.stem(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
