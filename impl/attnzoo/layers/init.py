@@ -30,7 +30,8 @@ def xavier_mlp_init(model: nn.Module) -> None:
 
 
 def conv_fan_out_init(model: nn.Module) -> None:
-    """He-normal (fan-out, ReLU gain) weights for every Conv2d of ``model``, as torchvision's CNNs initialise them."""
+    """He-normal (fan-out, ReLU gain) weights for every Conv2d of ``model``, as torchvision's CNNs initialise them.
+    Meta tensors are left alone (nothing to fill; ``normal_`` is slow to trace on them)."""
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d) and not m.weight.is_meta:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
