@@ -30,6 +30,10 @@ argument              where                                                     
                                                                                                          EPSANet
 ``fuse_layer``        replaces ``residual + shortcut`` by ``fuse(residual, shortcut)`` (``f(channels)``   AFF, iAFF
                       or a registered block), in the stages listed by ``fuse_stages``
+``attn_connect``      chains the residual-site attentions: each is built as ``attn(channels,            DCANet
+                      prev_channels=...)`` (None for the first) and called as ``attn.forward_connected(
+                      x, prev) -> (y, state)`` with the previous attention's state (blocks without one
+                      pass it on)
 ====================  =================================================================================  ============
 """
 from __future__ import annotations
@@ -66,12 +70,27 @@ class BasicBlock(nn.Module):
         self.fuse = fuse(out_ch) if fuse else None
         self.act = nn.ReLU(inplace=True)
 
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        """The residual branch up to its attention."""
+        return self.conv2(self.conv1(x))
+
     def residual(self, x: torch.Tensor) -> torch.Tensor:
-        return self.attn(self.conv2(self.conv1(x)))
+        return self.attn(self.body(x))
+
+    def merge(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """act(residual + shortcut(x)), or the fuse layer instead of the addition."""
+        y, s = self.drop_path(y), self.shortcut(x)
+        return self.act(self.fuse(y, s) if self.fuse is not None else y + s)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y, s = self.drop_path(self.residual(x)), self.shortcut(x)
-        return self.act(self.fuse(y, s) if self.fuse is not None else y + s)
+        return self.merge(x, self.residual(x))
+
+    def forward_connected(self, x: torch.Tensor, prev):
+        """``attn_connect``: the attention also takes the previous attention's state and returns its own."""
+        if isinstance(self.attn, nn.Identity):
+            return self.forward(x), prev
+        y, state = self.attn.forward_connected(self.body(x), prev)
+        return self.merge(x, y), state
 
 
 class Bottleneck(BasicBlock):
@@ -98,8 +117,8 @@ class Bottleneck(BasicBlock):
         self.fuse = fuse(out_ch) if fuse else None
         self.act = nn.ReLU(inplace=True)
 
-    def residual(self, x: torch.Tensor) -> torch.Tensor:
-        return self.attn(self.conv3(self.conv2(self.conv1(x))))
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv3(self.conv2(self.conv1(x)))
 
     def mid_conv(self, channels: int, stride: int, conv_layer: Callable | None = None,
                  mid_attn: Callable | None = None) -> nn.Module:
@@ -170,7 +189,7 @@ class ResNet(nn.Module):
         mid_layer: ``f(channels, stride)`` replacing the bottleneck 3x3 unit. fuse_layer / fuse_stages: a block
         name or ``f(channels)`` called as ``fuse(residual, shortcut)`` instead of the addition.
         drop_path_rate: stochastic depth, linear over blocks. block_kwargs: further arguments of the block (e.g.
-        Res2Net's ``base_width`` and ``scale``).
+        Res2Net's ``base_width`` and ``scale``). attn_connect: chain the attentions (DCANet; module doc).
     """
 
     def __init__(self, block: str = "bottleneck", layers: tuple[int, ...] = (3, 4, 6, 3), num_classes: int = 1000,
@@ -180,7 +199,7 @@ class ResNet(nn.Module):
                  conv_kwargs: dict | tuple[dict, ...] | None = None,
                  mid_layer: Callable | None = None, fuse_layer=None, fuse_stages: tuple[int, ...] = (0, 1, 2, 3),
                  stem: str = "default", shortcut: str = "conv", drop_path_rate: float = 0.0,
-                 block_kwargs: dict | None = None):
+                 block_kwargs: dict | None = None, attn_connect: bool = False):
         super().__init__()
         block_cls = BLOCKS[check_choice("block", block, BLOCKS)]
         if len(layers) != 4 or any(check_positive_int("layers[i]", n) is None for n in layers):
@@ -195,13 +214,20 @@ class ResNet(nn.Module):
         conv = [get_conv(conv_layer, **kw) for kw in _per_stage("conv_kwargs", conv_kwargs)]
         fuse = get_block_or_callable(fuse_layer)
         self.stem = make_stem(stem, in_chans)
+        if attn_connect and (attn[0] is None or attn_site != "residual"):
+            raise ValueError("attn_connect chains residual-site attentions: it needs an attn_layer and "
+                             f"attn_site='residual', got {attn_layer!r} at {attn_site!r}")
+        self.attn_connect = attn_connect
         rates = drop_path_rates(drop_path_rate, sum(layers))
-        stages, in_ch, i = [], 64, 0
+        stages, in_ch, i, prev_ch = [], 64, 0, None
         for s, (n, width) in enumerate(zip(layers, (64, 128, 256, 512))):
             here = attn[s] if s in attn_stages else None
             blocks = []
             for b in range(n):
                 stride = 2 if s > 0 and b == 0 else 1
+                if attn_connect and here is not None:  # built knowing the width of the state it receives
+                    here = _connected(attn[s], prev_ch)
+                    prev_ch = width * block_cls.expansion
                 blocks.append(block_cls(in_ch, width, stride, here if attn_site == "residual" else None, rates[i],
                                         conv_layer=conv[s], mid_attn=here if attn_site == "mid" else None,
                                         mid_layer=mid_layer, fuse=fuse if s in fuse_stages else None,
@@ -225,10 +251,21 @@ class ResNet(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_chans, H, W) -> (N, num_features, ceil(H/32), ceil(W/32)); with the CIFAR stem
         ceil(H/8), ceil(W/8)."""
-        return self.stages(self.stem(x))
+        if not self.attn_connect:
+            return self.stages(self.stem(x))
+        x, prev = self.stem(x), None
+        for stage in self.stages:
+            for block in stage:
+                x, prev = block.forward_connected(x, prev)
+        return x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x).mean(dim=(2, 3)))
+
+
+def _connected(factory: Callable, prev_channels: int | None) -> Callable:
+    """``factory`` building a chained attention that receives a state ``prev_channels`` wide (None: the first)."""
+    return lambda channels: factory(channels, prev_channels=prev_channels)
 
 
 def get_block_or_callable(layer) -> Callable | None:
