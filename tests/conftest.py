@@ -1,3 +1,4 @@
+import functools
 import os
 
 # With pytest-xdist every worker is its own process: one intra-op thread each (and in the notebook kernels they
@@ -28,6 +29,7 @@ SCALE_KEYS = {"layers", "depth", "depths", "embed_dim", "embed_dims", "dims", "n
               "block_config", "dim", "alpha", "key_dim", "decoder_dim"}
 
 
+@functools.cache  # counted once per session, not once per test file that asks for family representatives
 def _meta_params(name: str) -> int:
     from attnzoo import create_model
 
