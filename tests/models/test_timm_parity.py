@@ -49,6 +49,16 @@ OTHER_SIZE["convit_"] = (256, 256)
 OTHER_SIZE_KWARGS["convit_"] = {"both": dict(img_size=256)}
 # EfficientFormer: timm's attention bias is built for a 7 x 7 last grid; 211 x 197 is odd and still gives 7 x 7.
 OTHER_SIZE["efficientformer_"] = (211, 197)
+# LeViT: timm's bias tables and token reshapes are fixed to img_size // 16 (ours reads the grid from the tensor and
+# clamps offsets beyond the table), so both are built for a second size that is a multiple of 16.
+OTHER_SIZE["levit_"] = (256, 192)
+OTHER_SIZE_KWARGS["levit_"] = {"both": dict(img_size=(256, 192))}
+# CoaT: timm's patch embeddings check the input against img_size, so timm's model is built for the second size.
+OTHER_SIZE_KWARGS["coat_"] = {"timm": dict(img_size=(161, 129))}
+# MaxViT: the window is img_size // 32 in timm and here, and timm refuses maps that are not multiples of it (we pad and
+# mask), so both are built for a second size whose maps are multiples of its window at every stage.
+OTHER_SIZE["maxvit_"] = (192, 256)
+OTHER_SIZE_KWARGS["maxvit_"] = {"both": dict(img_size=(192, 256))}
 
 
 def _randomise(model: nn.Module, seed: int = 0) -> None:
@@ -57,21 +67,28 @@ def _randomise(model: nn.Module, seed: int = 0) -> None:
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for i, (name, p) in enumerate(model.named_parameters()):
-            u = _hash_uniform(p.numel(), seed + i).view(p.shape).to(p.dtype)
+            p.copy_(_hash_uniform(p.numel(), seed + i).view(p.shape))
             if p.dim() >= 2:
-                p.copy_(u * (3 * p.shape[0] / p.numel()) ** 0.5)
+                p.mul_((3 * p.shape[0] / p.numel()) ** 0.5)
             else:
-                p.copy_(0.1 * u if name.endswith("bias") else 1 + 0.1 * u)
+                p.mul_(0.1).add_(0.0 if name.endswith("bias") else 1.0)
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.5)
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
 
 
+_PERIOD = 65537  # prime: tensors (and rows) starting at different offsets never line up with each other
+
+
 def _hash_uniform(n: int, seed: int) -> torch.Tensor:
-    """n numbers spread over (-1, 1) without a sequential generator (vectorised: fast for 100 M parameters)."""
-    i = torch.arange(n, dtype=torch.float64)
-    return torch.remainder(torch.sin(i * 12.9898 + seed * 78.233) * 43758.5453, 1.0) * 2 - 1
+    """n numbers spread over (-1, 1): one fixed pseudo-random block of prime length, rotated by ``seed`` and tiled.
+    Cheap for 300 M parameters (a copy, no arithmetic per element), and no two tensors or rows of a weight share
+    their values at the same positions, so any mix-up in the weight mapping changes the logits."""
+    i = torch.arange(_PERIOD, dtype=torch.float64)
+    block = (torch.remainder(torch.sin(i * 12.9898 + 78.233) * 43758.5453, 1.0) * 2 - 1).float()
+    start = seed % _PERIOD
+    return block.repeat(-(-(n + start) // _PERIOD))[start:start + n]
 
 
 @contextlib.contextmanager
@@ -139,6 +156,23 @@ def test_timm_weights_give_timm_logits(name, family_smallest):
         scale = expected.abs().max()
         assert scale > 0
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * scale.item(), msg=f"{name} at {size}")
+
+
+def test_the_fill_makes_a_swapped_tensor_change_the_logits():
+    """The parity test's guard: two same-shape weights exchanged, or one transposed, must not give timm's logits."""
+    theirs, ours = _pair("resnet18")
+    x = torch.randn(1, 3, 64, 48)
+    with torch.no_grad():
+        expected = theirs(x)
+        torch.testing.assert_close(ours(x), expected)
+        a, b = ours.stages[0][0].conv1[0].weight, ours.stages[0][0].conv2[0].weight
+        a0, b0 = a.clone(), b.clone()
+        a.copy_(b0)
+        b.copy_(a0)
+        assert not torch.allclose(ours(x), expected, rtol=0, atol=1e-3), "swapped weights gave timm's logits"
+        a.copy_(a0.transpose(0, 1))
+        b.copy_(b0)
+        assert not torch.allclose(ours(x), expected, rtol=0, atol=1e-3), "a transposed weight gave timm's logits"
 
 
 def test_mismatch_names_the_first_unmatched_key_on_each_side():
