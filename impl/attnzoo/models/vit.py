@@ -72,12 +72,16 @@ class VisionTransformer(nn.Module):
         drop_rate: dropout after the embedding and in blocks. drop_path_rate: stochastic depth, linear over blocks.
         pos_embed_interp: how the position embeddings are resized to another patch grid: "bicubic" (DeiT, timm)
             or "bilinear" (the ViT authors' code: linear, corners aligned).
+        embed_layer, block_layer: for papers that change ViT's parts (CeiT): factories
+            ``embed_layer(patch_size, in_chans, embed_dim)`` of a module mapping images to (tokens, (gh, gw)) with a
+            total stride of ``patch_size`` (default ``PatchEmbed``) and ``block_layer(dim, num_heads, mlp_ratio,
+            qkv_bias, drop, drop_path)`` (default ``Block``).
     """
 
     def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, num_classes: int = 1000,
                  embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 pos_embed_interp: str = "bicubic"):
+                 pos_embed_interp: str = "bicubic", embed_layer=None, block_layer=None):
         super().__init__()
         self.pos_embed_interp = check_choice("pos_embed_interp", pos_embed_interp, ("bicubic", "bilinear"))
         for name, value in dict(img_size=img_size, patch_size=patch_size, in_chans=in_chans,
@@ -86,12 +90,14 @@ class VisionTransformer(nn.Module):
         if img_size % patch_size:
             raise ValueError(f"img_size={img_size} must be a multiple of patch_size={patch_size}")
         self.grid = img_size // patch_size
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.patch_embed = (embed_layer or PatchEmbed)(patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.randn(1, 1 + self.grid ** 2, embed_dim) * 0.02)
         self.pos_drop = nn.Dropout(drop_rate)
         rates = drop_path_rates(drop_path_rate, depth)
-        self.blocks = nn.Sequential(*[Block(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, r) for r in rates])
+        block_layer = block_layer or Block
+        self.blocks = nn.Sequential(*[block_layer(embed_dim, num_heads, mlp_ratio, qkv_bias, drop_rate, r)
+                                      for r in rates])
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.num_features = embed_dim
         self.head = nn.Linear(embed_dim, num_classes)
