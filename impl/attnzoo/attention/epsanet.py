@@ -28,7 +28,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import PooledConv1x1, check_positive_int, reduced_channels
+from ..layers import PooledConv1x1, check_positive_int, conv_fan_out_init, reduced_channels
 from ..models.resnet import register_resnet
 from ..registry import register_attention
 
@@ -84,8 +84,7 @@ def psa_unit(channels: int, stride: int, kernels: tuple[int, ...] = (3, 5, 7, 9)
              groups: tuple[int, ...] = (1, 4, 8, 16)) -> nn.Module:
     """EPSANet's replacement of a bottleneck's 3x3 conv-BN-ReLU: PSA-BN-ReLU (the authors' EPSABlock)."""
     psa = PyramidSqueezeAttention(channels, channels, stride, kernels, groups)
-    for m in psa.convs:
-        nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    conv_fan_out_init(psa.convs)
     return nn.Sequential(psa, nn.BatchNorm2d(channels), nn.ReLU(inplace=True))
 
 

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import ConvNormAct, check_positive_int
+from ..layers import ConvNormAct, check_positive_int, conv_fan_out_init
 from ..models.resnet import register_resnet
 from ..registry import register_attention
 
@@ -82,9 +82,7 @@ def sc_unit(channels: int, stride: int, pooling_r: int = 4) -> nn.Module:
     """SCNet's replacement of a bottleneck's 3x3 conv-BN-ReLU: a self-calibrated convolution (Kaiming-initialised
     like the rest of the ResNet)."""
     unit = SelfCalibratedConv(channels, stride, pooling_r)
-    for m in unit.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    conv_fan_out_init(unit)
     return unit
 
 

@@ -29,9 +29,12 @@ def xavier_mlp_init(model: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def conv_fan_out_init(model: nn.Module) -> None:
-    """He-normal (fan-out, ReLU gain) weights for every Conv2d of ``model``, as torchvision's CNNs initialise them.
-    Meta tensors are left alone (nothing to fill; ``normal_`` is slow to trace on them)."""
+def conv_fan_out_init(model: nn.Module, zero_bias: bool = False) -> None:
+    """He-normal (fan-out, ReLU gain) weights for every Conv2d of ``model``, as torchvision's CNNs initialise them;
+    with ``zero_bias`` their biases zeroed too (otherwise left at PyTorch's default). Meta tensors are left alone
+    (nothing to fill; ``normal_`` is slow to trace on them)."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d) and not m.weight.is_meta:
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if zero_bias and m.bias is not None:
+                nn.init.zeros_(m.bias)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import check_images, ConvNormAct, check_positive_int
+from ..layers import ConvNormAct, check_images, check_positive_int, conv_fan_out_init
 from ..registry import get_attn, get_conv, register_model
 
 # (spatial kernel, widths of the conv and the two 1x1 convs) of the three mlpconv layers; the last 1x1 gives classes
@@ -70,11 +70,7 @@ class NiN(nn.Module):
                 layers += [pool, nn.Dropout(drop_rate)]
         self.features = nn.Sequential(*layers)
         self.num_features = num_classes
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        conv_fan_out_init(self, zero_bias=True)
 
     def class_maps(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_chans, H, W) -> (N, num_classes, H', W'): one map per class; each pooling maps H to ceil((H-3)/2)+1."""

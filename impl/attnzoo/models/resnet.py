@@ -43,7 +43,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..layers import ConvNormAct, DropPath, check_choice, check_positive_int, drop_path_rates
+from ..layers import ConvNormAct, DropPath, check_choice, check_positive_int, conv_fan_out_init, drop_path_rates
 from ..registry import get_attn, get_block, get_conv, register_model
 from ..timm import register_timm_rules
 
@@ -244,9 +244,7 @@ class ResNet(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        conv_fan_out_init(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_chans, H, W) -> (N, num_features, ceil(H/32), ceil(W/32)); with the CIFAR stem
