@@ -27,7 +27,8 @@ argument              where                                                     
 ``conv_layer``        replaces every spatial convolution (a ``conv`` kind: CondConv, DO-Conv, ...);       -
                       the BN and activation after it stay
 ``mid_layer``         replaces the bottleneck's whole 3x3 conv-BN-act unit: ``f(channels, stride)``       CoT, SCNet,
-                                                                                                         EPSANet
+                      (a unit with an ``out_channels`` attribute sets the last 1x1 conv's input width)   EPSANet,
+                                                                                                         SlimConv
 ``fuse_layer``        replaces ``residual + shortcut`` by ``fuse(residual, shortcut)`` (``f(channels)``   AFF, iAFF
                       or a registered block), in the stages listed by ``fuse_stages``
 ``attn_connect``      chains the residual-site attentions: each is built as ``attn(channels,            DCANet
@@ -106,11 +107,11 @@ class Bottleneck(BasicBlock):
         nn.Module.__init__(self)
         mid, out_ch = width * self.width_factor, width * self.expansion
         self.conv1 = ConvNormAct(in_ch, mid, 1)
-        if mid_layer is not None:
+        if mid_layer is not None:  # its ``out_channels``, if any, may differ from ``mid`` (SlimConv: 3/4 of it)
             self.conv2 = mid_layer(mid, stride)
         else:
             self.conv2 = self.mid_conv(mid, stride, conv_layer, mid_attn)
-        self.conv3 = ConvNormAct(mid, out_ch, 1, act=None)
+        self.conv3 = ConvNormAct(getattr(self.conv2, "out_channels", mid), out_ch, 1, act=None)
         self.attn = attn(out_ch) if attn else nn.Identity()
         self.shortcut = projection_shortcut(in_ch, out_ch, stride, shortcut)
         self.drop_path = DropPath(drop_path)
