@@ -202,7 +202,13 @@ def test_every_model_maps_images_to_logits_at_odd_sizes(name):
 def _check_logits(model: nn.Module) -> None:
     for size, mode in [((2, 3, 67, 45), model.train), ((1, 3, 33, 47), model.eval)]:
         mode()
-        assert model(torch.zeros(size)).shape == (size[0], 10)
+        assert model(torch.zeros(size)).shape == _logits_shape(model, *size)
+
+
+def _logits_shape(model: nn.Module, n: int, c: int, h: int, w: int) -> tuple:
+    """(N, 10) for a classifier; (N, 10, ceil(H / s), ceil(W / s)) for a segmentation model (``output_stride`` s)."""
+    s = getattr(model, "output_stride", None)
+    return (n, 10) if s is None else (n, 10, -(-h // s), -(-w // s))
 
 
 def test_model_forward_backward(family_model, device):
@@ -211,11 +217,11 @@ def test_model_forward_backward(family_model, device):
     m = create_model(family_model, num_classes=10).to(device)
     x = _x(2, 3, 67, 45, device=device)  # non-square, odd, not a multiple of any stride
     out = m.train()(x)
-    assert out.shape == (2, 10)
+    assert out.shape == _logits_shape(m, *x.shape)
     out.square().mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in m.parameters() if p.requires_grad)
     m.eval()
     with torch.no_grad():
         one = _x(1, 3, 33, 47, device=device)
         torch.testing.assert_close(m(one), m(one))
-        assert m(one).shape == (1, 10)
+        assert m(one).shape == _logits_shape(m, *one.shape)

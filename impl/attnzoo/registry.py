@@ -15,7 +15,9 @@ block          ``create_block(name, in_channels, out_channels,       context, py
                **kw)``                                               width differs from the input or that take
                                                                      several inputs (documented per block).
 model          ``create_model(name, **kw)``                          (N, 3, H, W) images -> (N, num_classes) logits
-                                                                     (or per-pixel logits for segmentation models).
+                                                                     (or per-pixel logits for segmentation models:
+                                                                     (N, num_classes, ceil(H/s), ceil(W/s)) for
+                                                                     the model's ``output_stride`` s).
 =============  ====================================================  =================================================
 
 Every kind has ``list_<kind>(pattern)`` with shell-style wildcards; registering a name twice is a ValueError, and

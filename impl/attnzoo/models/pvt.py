@@ -105,11 +105,13 @@ class SpatialReductionAttention(TokenAttention):
 
 
 class PatchEmbed(nn.Module):
-    """(N, C, H, W) -> (N, (H // P) (W // P), D) tokens (stride-P conv, LayerNorm with eps 1e-5) and their grid."""
+    """(N, C, H, W) -> (N, H' W', D) tokens and their grid (H', W'): a P x P convolution of stride S (default P) and
+    padding, then a LayerNorm with PyTorch's eps 1e-5 (PVT: S = P, no padding, H' = H // P; SegFormer's overlapping
+    patch merging: P = 7 or 3, S = 4 or 2, padding P // 2)."""
 
-    def __init__(self, in_chans: int, embed_dim: int, patch_size: int):
+    def __init__(self, in_chans: int, embed_dim: int, patch_size: int, stride: int | None = None, padding: int = 0):
         super().__init__()
-        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, patch_size)
+        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, stride or patch_size, padding)
         self.norm = nn.LayerNorm(embed_dim)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -118,21 +120,46 @@ class PatchEmbed(nn.Module):
         return self.norm(x.flatten(2).transpose(1, 2)), hw
 
 
+class TokenMlp(Mlp):
+    """The transformer MLP with the grid argument of the MLPs that need one (SegFormer's Mix-FFN): (N, L, C)."""
+
+    def __init__(self, dim: int, hidden: int, drop: float = 0.0):
+        super().__init__(dim, hidden, drop=drop)
+
+    def forward(self, x: torch.Tensor, hw=None) -> torch.Tensor:
+        return super().forward(x)
+
+
 class Block(nn.Module):
-    """Pre-norm transformer block with SRA: x + SRA(LN(x)), then + MLP(LN(x)); (N, L, C) tokens, grid ``hw``."""
+    """Pre-norm transformer block with SRA: x + SRA(LN(x)), then x + MLP(LN(x)); (N, L, C) tokens on the grid ``hw``.
+
+    ``mlp_layer(dim, hidden, drop)`` builds the feed-forward network, called as ``mlp(x, hw)`` (PVT: ``TokenMlp``;
+    SegFormer: Mix-FFN). LayerNorms with eps 1e-6, as both papers' code.
+    """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, sr_ratio: int, qkv_bias: bool = True,
-                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0):
+                 drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0, mlp_layer=TokenMlp):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = SpatialReductionAttention(dim, num_heads, sr_ratio, qkv_bias, attn_drop, drop)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
+        self.mlp = mlp_layer(dim, int(dim * mlp_ratio), drop)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, hw) -> torch.Tensor:
         x = x + self.drop_path(self.attn.forward_tokens(self.norm1(x), hw))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x), hw))
+
+
+def check_pyramid(depths, embed_dims, num_heads, sr_ratios, mlp_ratios) -> tuple[tuple, ...]:
+    """Validate a four-stage pyramid's per-stage arguments; returns them as tuples (ValueErrors name the culprit)."""
+    depths, embed_dims = check_stages(depths, embed_dims)
+    for name, values in dict(num_heads=num_heads, sr_ratios=sr_ratios, mlp_ratios=mlp_ratios).items():
+        if len(tuple(values)) != 4:
+            raise ValueError(f"{name} needs 4 entries (one per stage), got {values!r}")
+    num_heads = tuple(check_positive_int(f"num_heads[{i}]", h) for i, h in enumerate(num_heads))
+    sr_ratios = tuple(check_positive_int(f"sr_ratios[{i}]", r) for i, r in enumerate(sr_ratios))
+    return depths, embed_dims, num_heads, sr_ratios, tuple(mlp_ratios)
 
 
 class PVTStage(nn.Module):
@@ -190,12 +217,8 @@ class PyramidVisionTransformer(nn.Module):
                  sr_ratios=(8, 4, 2, 1), depths=(2, 2, 2, 2), qkv_bias: bool = True, drop_rate: float = 0.0,
                  attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0):
         super().__init__()
-        depths, embed_dims = check_stages(depths, embed_dims)
-        for name, values in dict(num_heads=num_heads, sr_ratios=sr_ratios, mlp_ratios=mlp_ratios).items():
-            if len(tuple(values)) != 4:
-                raise ValueError(f"{name} needs 4 entries (one per stage), got {values!r}")
-        num_heads = tuple(check_positive_int(f"num_heads[{i}]", h) for i, h in enumerate(num_heads))
-        sr_ratios = tuple(check_positive_int(f"sr_ratios[{i}]", r) for i, r in enumerate(sr_ratios))
+        depths, embed_dims, num_heads, sr_ratios, mlp_ratios = check_pyramid(depths, embed_dims, num_heads,
+                                                                             sr_ratios, mlp_ratios)
         if sr_ratios[-1] != 1:
             raise ValueError(f"the last stage carries the class token and needs sr_ratio 1, got {sr_ratios[-1]}")
         for name, value in dict(patch_size=patch_size, in_chans=in_chans, num_classes=num_classes).items():
