@@ -37,6 +37,18 @@ def check_positive_ints(name: str, values) -> tuple[int, ...]:
     return tuple(check_positive_int(f"{name}[{i}]", v) for i, v in enumerate(values))
 
 
+def heads_for_width(channels: int, num_heads: int | None, head_width: int, paper: str) -> int:
+    """``num_heads`` checked, or (None) the heads of ``head_width`` channels each that ``paper`` uses by default."""
+    if num_heads is None:
+        if channels % head_width:
+            raise ValueError(f"channels={channels} is not a multiple of {paper}'s head width {head_width}: "
+                             f"pass num_heads")
+        num_heads = channels // head_width
+    check_positive_int("num_heads", num_heads)
+    check_divisible("channels", channels, num_heads, "num_heads")
+    return num_heads
+
+
 def check_divisible(name: str, value: int, divisor: int, divisor_name: str) -> None:
     if value % divisor:
         raise ValueError(f"{name}={value} must be divisible by {divisor_name}={divisor}")

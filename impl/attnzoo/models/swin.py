@@ -34,7 +34,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import DropPath, Mlp, TokenAttention, check_hw, check_positive_int, drop_path_rates, trunc_normal_init
+from ..layers import (DropPath, Mlp, TokenAttention, check_hw, check_positive_int, drop_path_rates, heads_for_width,
+                      trunc_normal_init)
+from ..layers.window import window_partition, window_reverse
 from ..registry import register_attention, register_model
 from ..timm import register_timm_rules
 
@@ -57,22 +59,6 @@ def relative_position_index(window: tuple[int, int], table_window: tuple[int, in
     dy = ys[:, None] - ys[None, :]
     dx = xs[:, None] - xs[None, :]
     return (dy + th - 1) * (2 * tw - 1) + (dx + tw - 1)
-
-
-def window_partition(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
-    """(B, H, W, C) with H, W multiples of the window -> (B * nW, wh * ww, C), windows in raster order."""
-    b, h, w, c = x.shape
-    wh, ww = window
-    x = x.reshape(b, h // wh, wh, w // ww, ww, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, wh * ww, c)
-
-
-def window_reverse(windows: torch.Tensor, window: tuple[int, int], h: int, w: int) -> torch.Tensor:
-    """Inverse of ``window_partition``: (B * nW, wh * ww, C) -> (B, H, W, C)."""
-    wh, ww = window
-    c = windows.shape[-1]
-    x = windows.reshape(-1, h // wh, w // ww, wh, ww, c).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, h, w, c)
 
 
 def shifted_window_mask(hp: int, wp: int, window: tuple[int, int], shift: tuple[int, int],
@@ -111,13 +97,7 @@ class WindowAttention(TokenAttention):
     def __init__(self, channels: int, num_heads: int | None = None, window_size: int = 7, shift_size: int = 0,
                  qkv_bias: bool = True, attn_drop: float = 0.0, proj_drop: float = 0.0):
         super().__init__(channels)
-        if num_heads is None:
-            if channels % 32:
-                raise ValueError(f"channels={channels} is not a multiple of Swin's head width 32: pass num_heads")
-            num_heads = channels // 32
-        check_positive_int("num_heads", num_heads)
-        if channels % num_heads:
-            raise ValueError(f"channels={channels} must be divisible by num_heads={num_heads}")
+        num_heads = heads_for_width(channels, num_heads, 32, "Swin")
         self.window_size = check_positive_int("window_size", window_size)
         if isinstance(shift_size, bool) or not isinstance(shift_size, int) or not 0 <= shift_size < window_size:
             raise ValueError(f"shift_size must be an integer in [0, window_size={window_size}), got {shift_size!r}")
