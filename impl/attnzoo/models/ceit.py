@@ -16,8 +16,8 @@ DeiT with three convolutional changes (Sec. 3):
   embedding, forms a sequence of L tokens; one more pre-norm transformer block (attention + MLP, no drop path) runs
   on it and the last token's output, after the final LayerNorm, feeds the head.
 
-Faithful to the authors' code (coeusguo/ceit, ceit_model.py): stem width 64 (``Image2Tokens()``'s default; the paper
-lists 32 nowhere as a requirement), biased convolutions with BatchNorm in the LeFF, the LCA block run on all L tokens
+Faithful to the authors' code (coeusguo/ceit, ceit_model.py): stem width 64 (the default of the authors'
+``Image2Tokens``), biased convolutions with BatchNorm in the LeFF, the LCA block run on all L tokens
 and its last output kept (the same numbers as attending with the last query only), the layer embedding initialised to
 zeros, LayerNorm eps 1e-6, DeiT's init (truncated-normal linear layers, PyTorch's default for convolutions).
 In the LeFF block the authors' code splits the class token off *after* the second LayerNorm and concatenates it back
