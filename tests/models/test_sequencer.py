@@ -108,3 +108,29 @@ def test_stochastic_depth_rises_linearly_over_all_blocks_as_the_authors_code():
         model = create_model("sequencer2d_s", layers=(2, 1, 1, 1), drop_path_rate=0.4)
     rates = [b.drop_path.drop_prob for s in model.stages for b in s.blocks]
     assert rates == pytest.approx([0.0, 0.1, 0.2, 0.3, 0.4])
+
+
+def test_bilstm2d_under_cpu_bf16_autocast_runs_its_lstms_in_float32():
+    """oneDNN has no bfloat16 LSTM: under CPU autocast the LSTMs see float32 (also for bfloat16 inputs), the FC
+    runs in bfloat16, and forward and backward match the float32 module to bfloat16 precision."""
+    torch.manual_seed(0)
+    m = create_attention("bilstm2d", 16)
+    seen = []
+    for rnn in (m.rnn_v, m.rnn_h):
+        rnn.register_forward_pre_hook(lambda mod, args: seen.append(args[0].dtype))
+    x = torch.randn(2, 16, 5, 7, requires_grad=True)
+    ref = m(x)
+    ref.square().sum().backward()
+    ref_grads = [x.grad.clone(), m.rnn_v.weight_ih_l0.grad.clone()]
+    x.grad = None
+    m.zero_grad()
+    seen.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = m(x)
+        assert m(x.detach().bfloat16()).dtype == torch.bfloat16
+    assert seen == [torch.float32] * 4 and out.dtype == torch.bfloat16
+    out.float().square().sum().backward()
+    torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
+    assert m.rnn_v.weight_ih_l0.grad.dtype == torch.float32
+    for got, want in zip([x.grad, m.rnn_v.weight_ih_l0.grad], ref_grads):
+        torch.testing.assert_close(got, want, rtol=5e-2, atol=5e-2 * want.abs().max().item())
