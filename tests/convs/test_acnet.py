@@ -120,6 +120,21 @@ def test_official_structure_through_mid_layer():
     assert count(model) == count(plain) + mids - bn_params
 
 
+def test_official_structure_through_conv_layer_without_host_bn():
+    """use_last_bn=False: the ACB declares has_norm and ConvNormAct drops the backbone's BN after it, so
+    conv_layer gives the same network as the mid_layer form above (16 ACBs, no BN after them)."""
+    with torch.device("meta"):
+        unit = lambda c, s: nn.Sequential(create_conv("acnet", c, c, 3, stride=s), nn.ReLU())  # noqa: E731
+        official = create_model("resnet50", num_classes=10, mid_layer=unit)
+        drop_in = create_model("resnet50", num_classes=10, conv_layer="acnet", conv_kwargs=dict(use_last_bn=False))
+        with_bn = create_model("resnet50", num_classes=10, conv_layer="acnet")
+    count = lambda net: sum(p.numel() for p in net.parameters())    # noqa: E731
+    assert count(drop_in) == count(official) == count(with_bn) - sum(2 * b.out_channels for b in drop_in.modules()
+                                                                     if isinstance(b, ACBlock))
+    unit = drop_in.stages[0][0].conv2
+    assert isinstance(unit[0], ACBlock) and isinstance(unit[1], nn.Identity) and isinstance(unit[2], nn.ReLU)
+
+
 def test_bad_arguments():
     for k in (1, 4):
         with pytest.raises(ValueError, match="odd kernel_size >= 3"):

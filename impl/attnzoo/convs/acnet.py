@@ -24,8 +24,10 @@ lines 26-46), keeping 1x1 and the 7x7 stem plain. As a "conv" kind, ``conv_layer
 convolution of a conv-BN-act unit, so in ``create_model("resnet18", conv_layer="acnet")`` the backbone's BN still
 follows the summed branches. That is the ``use_last_bn=True`` option of the authors' first release
 (``acnet/acb.py`` at commit eb0d078, lines 50-52 and 84-85), not the structure behind the paper's numbers; both
-fuse into the same deployed network (the last BN then folds into the fused conv as usual). For bottleneck ResNets
-the official structure is ``mid_layer=lambda c, s: nn.Sequential(create_conv("acnet", c, c, 3, stride=s),
+fuse into the same deployed network (the last BN then folds into the fused conv as usual). ``use_last_bn=False``
+gives the official structure through the same path: the ACB then declares ``has_norm = True`` and ``ConvNormAct``
+(every conv-BN-act unit of the backbones) leaves its BN out, e.g. ``create_model("resnet18", conv_layer="acnet",
+conv_kwargs=dict(use_last_bn=False))``. For bottleneck ResNets the official structure is also ``mid_layer=lambda c, s: nn.Sequential(create_conv("acnet", c, c, 3, stride=s),
 nn.ReLU())``, which replaces the 3x3 conv-BN-ReLU unit whole (the released ResNet-50 has its stride on that 3x3
 convolution as well).
 
@@ -60,11 +62,15 @@ class ACBlock(nn.Module):
             padding ``dilation * (k - 1) // 2``. bias: accepted, see the module doc.
         gamma_init: initial scale of the three BNs (authors: 1 on ImageNet, 1/3 on CIFAR); None keeps 1.
         deploy: build the fused form directly (one k x k ``nn.Conv2d`` with bias, as ``fuse()`` leaves it).
+        use_last_bn: whether a host's conv-BN-act unit keeps its BN after the block (True, the default: the
+            authors' first release) or leaves it out (False: ``has_norm``, the structure behind the paper's numbers).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, stride: int = 1, groups: int = 1,
-                 dilation: int = 1, bias: bool = False, gamma_init: float | None = None, deploy: bool = False):
+                 dilation: int = 1, bias: bool = False, gamma_init: float | None = None, deploy: bool = False,
+                 use_last_bn: bool = True):
         super().__init__()
+        self.has_norm = not use_last_bn  # read by layers.ConvNormAct: no BN of the host after this block
         check_conv_args(in_channels, out_channels, kernel_size, stride, groups, dilation)
         if kernel_size < 3 or kernel_size % 2 == 0:
             raise ValueError(f"ACB needs an odd kernel_size >= 3 (its 1 x k and k x 1 branches lie on the centre "

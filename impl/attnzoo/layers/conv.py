@@ -13,7 +13,8 @@ class ConvNormAct(nn.Sequential):
     """Conv2d (same padding for odd kernels) -> BatchNorm2d -> activation. (N, C_in, H, W) -> (N, C_out, H', W').
 
     ``conv_layer`` (a factory ``f(in, out, kernel_size, stride=, groups=)``, e.g. from ``registry.get_conv``)
-    replaces the plain convolution. ``post_conv`` (``f(out_channels)``) inserts a module between the convolution
+    replaces the plain convolution; a conv module that normalises its own output says so with ``has_norm = True``
+    (e.g. ACNet's ACB with ``use_last_bn=False``), and the BatchNorm here is then left out (``nn.Identity``). ``post_conv`` (``f(out_channels)``) inserts a module between the convolution
     and the norm (e.g. SimAM in the authors' ResNet); the norm and activation then sit at indices 2 and 3.
     """
 
@@ -28,5 +29,6 @@ class ConvNormAct(nn.Sequential):
             extra = {"dilation": dilation} if dilation != 1 else {}
             conv = conv_layer(in_channels, out_channels, kernel_size, stride=stride, groups=groups,
                               **({"bias": True} if bias else {}), **extra)
+        norm = norm and not getattr(conv, "has_norm", False)
         layers = [conv] + ([post_conv(out_channels)] if post_conv is not None else [])
         super().__init__(*layers, nn.BatchNorm2d(out_channels) if norm else nn.Identity(), create_act(act))
