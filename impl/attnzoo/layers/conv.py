@@ -14,7 +14,8 @@ class ConvNormAct(nn.Sequential):
 
     ``conv_layer`` (a factory ``f(in, out, kernel_size, stride=, groups=)``, e.g. from ``registry.get_conv``)
     replaces the plain convolution; a conv module that normalises its own output says so with ``has_norm = True``
-    (e.g. ACNet's ACB with ``use_last_bn=False``), and the BatchNorm here is then left out (``nn.Identity``). ``post_conv`` (``f(out_channels)``) inserts a module between the convolution
+    (e.g. ACNet's ACB with ``use_last_bn=False``), and the BatchNorm here is then left out (``nn.Identity``).
+    ``post_conv`` (``f(out_channels)``) inserts a module between the convolution
     and the norm (e.g. SimAM in the authors' ResNet); the norm and activation then sit at indices 2 and 3.
     """
 
