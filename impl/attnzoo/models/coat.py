@@ -41,8 +41,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import (DropPath, Mlp, TokenAttention, check_hw, check_positive_int, check_stages, drop_path_rates,
-                      trunc_normal_init)
+from ..layers import DropPath, Mlp, TokenAttention, check_hw, check_positive_int, check_stages, trunc_normal_init
 from ..registry import register_attention, register_model
 from ..timm import register_timm_rules
 
