@@ -48,6 +48,10 @@ def test_other_sizes_resample_the_mixing_matrices_keeping_an_average_an_average(
     torch.testing.assert_close(m(x), _dense_reference(m, x))       # native size: the weights as they are
     weight, bias = m._mixing(m.proj_w, 13)
     torch.testing.assert_close(weight, torch.full((13, 13), 1 / 13, dtype=torch.float64))
+    w, b = m.proj_h.weight, m.proj_h.bias                              # bilinear as an image, scaled by 8 / 5
+    expected = F.interpolate(w[None, None], size=(5, 5), mode="bilinear", align_corners=False)[0, 0] * 8 / 5
+    torch.testing.assert_close(m._mixing(m.proj_h, 5)[0], expected)
+    torch.testing.assert_close(m._mixing(m.proj_h, 5)[1], F.interpolate(b[None, None], size=5, mode="linear")[0, 0])
     assert m(torch.randn(1, 4, 11, 13, dtype=torch.float64)).shape == (1, 4, 11, 13)
 
 

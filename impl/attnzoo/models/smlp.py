@@ -40,12 +40,26 @@ from ..layers import DropPath, Mlp, check_choice, check_positive_int, drop_path_
 from ..registry import register_attention, register_model
 
 
+def linear_resize_matrix(src: int, dst: int, like: torch.Tensor) -> torch.Tensor:
+    """(dst, src) matrix A with A @ v = ``F.interpolate(v, dst, mode="linear", align_corners=False)`` for a length-src
+    vector v (half-pixel centres, clamped at the ends), built from Python numbers: no interpolation kernel to trace."""
+    rows = []
+    for i in range(dst):
+        pos = max((i + 0.5) * src / dst - 0.5, 0.0)
+        i0 = min(int(pos), src - 1)
+        i1, frac = min(i0 + 1, src - 1), pos - i0
+        row = [0.0] * src
+        row[i0] += 1.0 - frac
+        row[i1] += frac
+        rows.append(row)
+    return torch.tensor(rows, dtype=like.dtype, device=like.device)
+
+
 def resize_mixing(weight: torch.Tensor, bias: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A (L, L) mixing matrix and its (L,) bias for sequences of ``size``: bilinear as an image, weight times L/size."""
-    length = weight.shape[0]
-    w = F.interpolate(weight[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0]
-    b = F.interpolate(bias[None, None], size=size, mode="linear", align_corners=False)[0, 0]
-    return w * (length / size), b
+    """A (L, L) mixing matrix and its (L,) bias for sequences of ``size``: bilinear as an image (A W A^T, the two
+    separable linear interpolations), the weight times L / size; the bias linearly (A b)."""
+    a = linear_resize_matrix(weight.shape[0], size, weight)
+    return a @ weight @ a.T * (weight.shape[0] / size), a @ bias
 
 
 @register_attention("sparse_mlp")
