@@ -26,7 +26,8 @@ SCALE_KEYS = {"layers", "depth", "depths", "embed_dim", "embed_dims", "dims", "n
               "segment_dims", "min_rd", "img_size", "drop_path_rate", "stem_width", "attn_layer", "attn_kwargs",
               "attn_stages", "layer_scale_init_value", "hidden_dim", "tokens_mlp_dim", "channels_mlp_dim",
               "patch_size", "window_size", "base_width", "scale", "drop_rate", "growth_rate",
-              "block_config", "dim", "alpha", "key_dim", "decoder_dim", "se_reduction"}
+              "block_config", "dim", "alpha", "key_dim", "decoder_dim", "se_reduction",
+              "n_div"}  # ShiftViT: the shifted share of the channels (4 / n_div), same code
 
 
 @functools.cache  # counted once per session, not once per test file that asks for family representatives

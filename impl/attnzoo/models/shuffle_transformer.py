@@ -33,12 +33,14 @@ The attention alone is registered as the token attention ``shuffle_window_attn``
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import (DropPath, Mlp, TokenAttention, check_hw, check_positive_int, check_stages, heads_for_width,
-                      window_partition, window_reverse)
+                      trunc_normal_init, window_partition, window_reverse)
 from ..registry import register_attention, register_model
 from .swin import relative_position_index
 
@@ -186,14 +188,7 @@ class ShuffleTransformer(nn.Module):
                          mlp_ratio, drop_rate, attn_drop_rate, rates[i]) for i in range(4)])
         self.num_features = dims[-1]
         self.head = nn.Linear(self.num_features, num_classes)
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
+        self.apply(functools.partial(trunc_normal_init, types=(nn.Linear, nn.Conv2d)))  # every weight, as there
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, 32 * heads[-1], H', W') map of the last stage (stride 32, floored)."""
