@@ -1,5 +1,6 @@
-"""PVT: spatial-reduction attention against a reference written with unfold and an explicit softmax, its key count,
-the four stages' grids and widths, the bilinearly resized position tables, and argument checks."""
+"""PVT: spatial-reduction attention against a reference written with unfold and an explicit softmax and against timm's
+(PVT v2's) attention on the same weights, its key count, the four stages' grids and widths, the bilinearly resized
+position tables, and argument checks."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,17 @@ def test_sra_matches_the_reference_and_attends_to_the_reduced_grid(hw, ratio):
     with torch.no_grad():
         torch.testing.assert_close(m(x, hw=hw), _reference_sra(m, x, hw))
     assert m.attention_map(x, hw).shape == (2, 2, hw[0] * hw[1], (hw[0] // ratio) * (hw[1] // ratio))
+
+
+def test_sra_equals_timms_pvt_v2_attention_on_the_same_weights():
+    timm_pvt = pytest.importorskip("timm.models.pvt_v2")
+    torch.manual_seed(0)
+    theirs = timm_pvt.Attention(16, num_heads=2, sr_ratio=2, qkv_bias=True).eval()
+    ours = SpatialReductionAttention(16, num_heads=2, sr_ratio=2).eval()
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, 7 * 9, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, hw=(7, 9)), theirs(x, [7, 9]))
 
 
 def test_sra_without_reduction_is_plain_attention_and_needs_no_grid():
