@@ -13,7 +13,11 @@ slot), the A/A ratio of the same module against itself, i.e. the noise floor of 
 * sdpa (``--kinds sdpa``): every attention module that calls ``scaled_dot_product_attention`` against bare SDPA
   on the query/key/value shapes the module passes it.
 
-    PYTHONPATH=impl python benchmarks/bench.py --device cpu --out book/benchmarks/cpu.json
+Rows carry their settings and wall time; ``--resume`` keeps the rows of ``--out`` measured with the same settings
+and times only the others, ``--minutes`` bounds one sitting, ``--plan`` lists what is left with a time estimate:
+a complete run can be done in pieces (benchmarks/README.md).
+
+    PYTHONPATH=impl python benchmarks/bench.py --device cpu --out book/benchmarks/cpu.json --resume
     PYTHONPATH=impl python benchmarks/bench.py --device cuda --amp bf16 --channels-last --out book/benchmarks/cuda_bf16.json
 """
 from __future__ import annotations
@@ -80,6 +84,7 @@ class Case:
     ref_name: str = ""
     ref_inputs: tuple = ()
     notes: list[str] = field(default_factory=list)
+    error: str = ""
 
 
 class BareSDPA(nn.Module):
@@ -136,47 +141,83 @@ def _sdpa_shapes(module: nn.Module, x: torch.Tensor) -> list[tuple]:
     return shapes
 
 
-def cases(kind: str, names: list[str], sizes, device, timm_ok: bool):
-    """Yield a Case per (name, size); a module that rejects a size is skipped with a message."""
+def row_key(kind: str, name: str, shape) -> tuple[str, str, str]:
+    """What identifies a row within one set of settings: (kind, registry name, input shape as "NxCxHxW")."""
+    return kind, name, shape if isinstance(shape, str) else "x".join(map(str, shape))
+
+
+def build_case(kind: str, name: str, shape: tuple, device, timm_ok: bool) -> Case:
+    """The modules and inputs of one row (ours, the reference). Raises ValueError if ours rejects the size."""
+    torch.manual_seed(0)
+    n, c, h, w = shape
+    x = torch.randn(*shape, device=device)
+    if kind == "attention":
+        case = Case(kind, name, shape, create_attention(name, c), (x,), conv3x3(c), "conv3x3", (x,))
+        if timm_ok and name in TIMM_EQUIVALENTS:
+            try:
+                ref = TIMM_EQUIVALENTS[name](c).to(device)
+                ref(x)  # timm's module may not support this size (HaloAttn needs H % 8 == 0)
+                case.ref, case.ref_name = ref, "timm"
+            except Exception as exc:  # noqa: BLE001
+                case.notes.append(f"timm: {type(exc).__name__}: {exc}")
+    elif kind == "conv":
+        case = Case(kind, name, shape, create_conv(name, c, c, 3), (x,), nn.Conv2d(c, c, 3, padding=1),
+                    "nn.Conv2d", (x,))
+    elif kind == "block":
+        block = create_block(name, c, c)
+        inputs = (tuple(block.example_inputs(n, h, w, device=device)) if hasattr(block, "example_inputs")
+                  else (x,) * _required_args(block))
+        first = inputs[0][0] if isinstance(inputs[0], (list, tuple)) else inputs[0]  # pyramid levels: the first
+        case = Case(kind, name, shape, block, inputs, conv3x3(first.shape[1]), "conv3x3", (first,))
+    elif kind == "model":
+        try:  # at the benchmark's size where the model has one (as timm's twin below)
+            ours = create_model(name, num_classes=10, img_size=h)
+        except TypeError:
+            ours = create_model(name, num_classes=10)
+        case = Case(kind, name, shape, ours, (x,), ref_inputs=(x,))
+        if timm_ok or not list_timm_twins().get(name):
+            try:  # timm's twin may not take this size: the row then times ours alone, with a note
+                case.ref, case.ref_name = model_reference(name, h)
+                case.ref.to(device).eval()(x)
+            except Exception as exc:  # noqa: BLE001
+                case.ref = None
+                case.notes.append(f"reference: {type(exc).__name__}: {exc}"[:300])
+    else:  # sdpa
+        module = create_attention(name, c).to(device)
+        calls = _sdpa_shapes(module, x)
+        if not calls:
+            return Case(kind, name, shape, None, (), notes=["no scaled_dot_product_attention call"])
+        q, k, v, scale = calls[0]
+        case = Case(kind, name, shape, module, (x,), BareSDPA((q, k, v), scale), "bare SDPA", (x,))
+        if len(calls) > 1:
+            case.notes.append(f"{len(calls)} SDPA calls; the bare reference times the first")
+    return case
+
+
+def cases(kind: str, names: list[str], sizes, device, timm_ok: bool, skip=frozenset()):
+    """Yield a Case per (name, size) not in ``skip`` (row keys; nothing is built for those). Modules are built with
+    ``device`` as the default device (a GPU initialises parameters far faster than the CPU; where that fails they
+    are built on the CPU and moved). A module that rejects the size gives a Case without modules and with the
+    reason (a skipped row, not retried by --resume); one that fails to build, a Case with its error."""
     for name in names:
         for shape in sizes[kind]:
-            torch.manual_seed(0)
-            n, c, h, w = shape
-            x = torch.randn(*shape, device=device)
+            if row_key(kind, name, shape) in skip:
+                continue
             try:
-                if kind == "attention":
-                    case = Case(kind, name, shape, create_attention(name, c), (x,), conv3x3(c), "conv3x3", (x,))
-                    if timm_ok and name in TIMM_EQUIVALENTS:
-                        try:
-                            ref = TIMM_EQUIVALENTS[name](c).to(device)
-                            ref(x)  # timm's module may not support this size (HaloAttn needs H % 8 == 0)
-                            case.ref, case.ref_name = ref, "timm"
-                        except Exception as exc:  # noqa: BLE001
-                            case.notes.append(f"timm: {type(exc).__name__}: {exc}")
-                elif kind == "conv":
-                    case = Case(kind, name, shape, create_conv(name, c, c, 3), (x,), nn.Conv2d(c, c, 3, padding=1),
-                                "nn.Conv2d", (x,))
-                elif kind == "block":
-                    block = create_block(name, c, c)
-                    inputs = (tuple(block.example_inputs(n, h, w, device=device)) if hasattr(block, "example_inputs")
-                              else (x,) * _required_args(block))
-                    case = Case(kind, name, shape, block, inputs, conv3x3(c), "conv3x3", (inputs[0],))
-                elif kind == "model":
-                    ours = create_model(name, num_classes=10)
-                    ref, ref_name = model_reference(name, h) if timm_ok or not list_timm_twins().get(name) else (None, "")
-                    case = Case(kind, name, shape, ours, (x,), ref, ref_name, (x,))
-                else:  # sdpa
-                    module = create_attention(name, c).to(device)
-                    calls = _sdpa_shapes(module, x)
-                    if not calls:
-                        continue
-                    q, k, v, scale = calls[0]
-                    case = Case(kind, name, shape, module, (x,), BareSDPA((q, k, v), scale), "bare SDPA", (x,))
-                    if len(calls) > 1:
-                        case.notes.append(f"{len(calls)} SDPA calls; the bare reference times the first")
+                try:
+                    with torch.device(device):
+                        case = build_case(kind, name, shape, device, timm_ok)
+                except ValueError:
+                    raise
+                except Exception:  # noqa: BLE001
+                    if torch.device(device).type == "cpu":
+                        raise
+                    case = build_case(kind, name, shape, device, timm_ok)
             except ValueError as exc:
                 print(f"skip {kind} {name} at {shape}: {exc}", flush=True)
-                continue
+                case = Case(kind, name, shape, None, (), notes=[f"{exc}"[:300]])
+            except Exception as exc:  # noqa: BLE001  (one failing module must not stop a long run)
+                case = Case(kind, name, shape, None, (), error=f"{type(exc).__name__}: {exc}"[:300])
             yield case
 
 
@@ -188,7 +229,8 @@ def _required_args(block: nn.Module) -> int:
 
 
 def _step(module, inputs, amp):
-    with torch.autocast(inputs[0].device.type, dtype=amp, enabled=amp is not None):
+    device = (inputs[0][0] if isinstance(inputs[0], (list, tuple)) else inputs[0]).device
+    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
         out = module(*inputs)
     out = out[0] if isinstance(out, (tuple, list)) else out
     out.float().sum().backward()
@@ -235,8 +277,12 @@ def measure(case: Case, device, reps: int, amp=None, channels_last: bool = False
         module = module.to(device).train()
         if channels_last:
             to_channels_last(module)
-        ready = tuple(t.to(memory_format=fmt) if t.dim() == 4 else t for t in inputs)
-        return module, tuple(t.detach().requires_grad_(True) for t in ready)
+        def ready(t):  # lists (pyramid levels) element by element
+            if isinstance(t, (list, tuple)):
+                return type(t)(ready(u) for u in t)
+            return (t.to(memory_format=fmt) if t.dim() == 4 else t).detach().requires_grad_(True)
+
+        return module, tuple(ready(t) for t in inputs)
 
     ours = prepare(case.ours, case.inputs)
     slots = [ours] + ([prepare(case.ref, case.ref_inputs)] if case.ref is not None else []) + [ours]
@@ -251,25 +297,51 @@ def measure(case: Case, device, reps: int, amp=None, channels_last: bool = False
     return row
 
 
-def run(kinds, only, device, reps, amp=None, channels_last=False, smoke=False, on_row=None) -> list[dict]:
+def select(kind: str, only, twins: bool = False) -> list[str]:
+    """Registry names of ``kind`` matching ``only`` (wildcards; all if empty); ``twins``: models with a timm twin."""
+    listing = {"attention": list_attention, "conv": list_convs, "block": list_blocks, "model": list_models,
+               "sdpa": list_attention}
+    names = sorted({n for pattern in (only or ["*"]) for n in listing[kind](pattern)})
+    if twins and kind == "model":
+        names = [n for n in names if n in list_timm_twins()]
+    return names
+
+
+def planned(kinds, only, smoke=False, twins=False) -> list[tuple[str, str, str]]:
+    """Row keys a run would time (before a module rejects a size: such rows are skipped when run)."""
+    sizes = SMOKE_SIZES if smoke else SIZES
+    return [row_key(kind, name, shape) for kind in kinds for name in select(kind, only, twins) for shape in sizes[kind]]
+
+
+def run(kinds, only, device, reps, amp=None, channels_last=False, smoke=False, on_row=None, skip=frozenset(),
+        twins=False, deadline=None, settings=None) -> list[dict]:
     try:
         import timm  # noqa: F401
         timm_ok = True
     except Exception as exc:  # noqa: BLE001  (timm missing, or torchvision's operators failing to load)
         print(f"timm unavailable ({type(exc).__name__}: {exc}); timm references left out")
         timm_ok = False
-    listing = {"attention": list_attention, "conv": list_convs, "block": list_blocks, "model": list_models,
-               "sdpa": list_attention}
     sizes = SMOKE_SIZES if smoke else SIZES
     rows = []
     for kind in kinds:
-        names = sorted({n for pattern in (only or ["*"]) for n in listing[kind](pattern)})
-        for case in cases(kind, names, sizes, device, timm_ok):
+        start = time.time()
+        for case in cases(kind, select(kind, only, twins), sizes, device, timm_ok, skip):
+            if deadline is not None and time.time() > deadline:
+                print("time budget spent: stopping (rerun with --resume to continue)", flush=True)
+                return rows
             try:
-                row = measure(case, device, reps, amp, channels_last)
+                if case.error:
+                    raise RuntimeError(f"building: {case.error}")
+                row = (measure(case, device, reps, amp, channels_last) if case.ours is not None else
+                       {"kind": kind, "module": case.name, "input": "x".join(map(str, case.shape)),
+                        "skipped": case.notes[0]})
             except Exception as exc:  # noqa: BLE001  (one failing module must not stop a long run)
                 row = {"kind": kind, "module": case.name, "input": "x".join(map(str, case.shape)),
                        "error": f"{type(exc).__name__}: {exc}"[:300]}
+            row["seconds"] = round(time.time() - start, 2)  # wall time of the row: building, warm-up, timing
+            if settings:
+                row["settings"] = settings
+            start = time.time()
             rows.append(row)
             print(json.dumps(row), flush=True)
             if on_row is not None:
@@ -280,12 +352,35 @@ def run(kinds, only, device, reps, amp=None, channels_last=False, smoke=False, o
 def summary(rows: list[dict]) -> dict:
     """Median ours/timm ratio, and the rows slower than timm by more than 5 % beyond their own A/A noise."""
     timm_rows = [r for r in rows if str(r.get("ref", "")).startswith("timm")]
+    aa = [abs(r["aa"] - 1) for r in rows if "aa" in r]
     slow = [f"{r['module']} {r['input']}" for r in timm_rows if r["ratio"] > 1.05 + abs(r["aa"] - 1)]
     return {"timm rows": len(timm_rows),
             "median ratio vs timm": round(statistics.median(r["ratio"] for r in timm_rows), 3) if timm_rows else None,
             "slower than timm beyond noise": slow,
-            "median |A/A - 1|": round(statistics.median(abs(r["aa"] - 1) for r in rows if "aa" in r), 3)
-            if rows else None}
+            "median |A/A - 1|": round(statistics.median(aa), 3) if aa else None}
+
+
+def settings_of(args, device) -> dict:
+    """The settings a row's numbers depend on; --resume keeps only rows measured with the same ones."""
+    return {"device": str(device), "amp": args.amp, "channels_last": args.channels_last, "reps": args.reps,
+            "threads": torch.get_num_threads(), "smoke": args.smoke}
+
+
+def estimate(previous: list[dict], todo: list[tuple], reps: int) -> dict:
+    """Seconds the rows still to run will take, from the rows already measured (per kind: the mean wall time of a
+    row, scaled to ``reps``); kinds without a measured row are left out of the total and listed."""
+    per_kind: dict[str, list[float]] = {}
+    for r in previous:
+        if "seconds" in r and "ms" in r:
+            ms = r["ms"] * 2 + r.get("ref ms", 0)  # one repetition: ours twice, the reference once
+            fixed = max(r["seconds"] - ms / 1e3 * (r["settings"]["reps"] + 1), 0)  # building, first calls
+            per_kind.setdefault(r["kind"], []).append(fixed + ms / 1e3 * (reps + 1))
+    left = {}
+    for kind, *_ in todo:
+        left[kind] = left.get(kind, 0) + 1
+    seconds = {k: round(n * statistics.mean(per_kind[k])) for k, n in left.items() if k in per_kind}
+    return {"rows left": left, "seconds by kind": seconds, "seconds": sum(seconds.values()),
+            "unestimated kinds": sorted(set(left) - set(per_kind))}
 
 
 def main(argv=None):
@@ -294,15 +389,34 @@ def main(argv=None):
     parser.add_argument("--kinds", nargs="+", default=["attention", "conv", "block", "model"],
                         choices=["attention", "conv", "block", "model", "sdpa"])
     parser.add_argument("--only", nargs="*", help="registry names (wildcards)")
+    parser.add_argument("--twins", action="store_true", help="models: only those with a timm twin")
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--amp", choices=["bf16", "fp16"], help="run under autocast with this dtype")
     parser.add_argument("--channels-last", action="store_true", help="channels_last inputs and weights")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (tests)")
-    parser.add_argument("--out", type=Path, help="write the results as JSON here")
+    parser.add_argument("--out", type=Path, help="write the results as JSON here (after every row)")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the rows already in --out that were measured with the same settings (errors are "
+                             "retried) and time only the others: a long run can be done in pieces")
+    parser.add_argument("--minutes", type=float, help="start no new row after this many minutes (then --resume)")
+    parser.add_argument("--plan", action="store_true",
+                        help="time nothing: list the rows still to run and estimate their wall time from --out")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[args.amp]
+    settings = settings_of(args, device)
     start = time.time()
+    previous = []
+    if (args.resume or args.plan) and args.out and args.out.exists():
+        previous = [r for r in json.loads(args.out.read_text())["rows"]
+                    if r.get("settings") == settings and "error" not in r]
+    done = {row_key(r["kind"], r["module"], r["input"]) for r in previous}
+    plan = planned(args.kinds, args.only, args.smoke, args.twins)
+    todo = [key for key in plan if key not in done]
+    if args.plan:
+        est = estimate(previous, todo, args.reps)
+        print(json.dumps({"rows planned": len(plan), "rows done": len(plan) - len(todo), **est}, indent=1))
+        return est
 
     def write(rows, complete=False):  # after every row: an interrupted run keeps what it measured
         if args.out:
@@ -310,17 +424,24 @@ def main(argv=None):
             args.out.write_text(json.dumps(result(rows, complete), indent=1) + "\n")
 
     def result(rows, complete):
+        rows = previous + rows
         meta = {"device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
                 "machine": platform.processor() or platform.machine(), "reps": args.reps, "kinds": args.kinds,
-                "only": args.only, "amp": args.amp, "channels_last": args.channels_last, "complete": complete,
-                "seconds": round(time.time() - start, 1), "timm": getattr(sys.modules.get("timm"), "__version__", None),
+                "only": args.only, "twins": args.twins, "amp": args.amp, "channels_last": args.channels_last,
+                "complete": complete, "seconds": round(sum(r.get("seconds", 0) for r in rows), 1),
+                "timm": getattr(sys.modules.get("timm"), "__version__", None),
                 "cuda": torch.cuda.get_device_name() if device.type == "cuda" else None}
         return {"meta": meta, "summary": summary(rows), "rows": rows}
 
-    rows = run(args.kinds, args.only, device, args.reps, amp, args.channels_last, args.smoke, on_row=write)
-    write(rows, complete=True)
-    print(json.dumps(summary(rows)))
-    return result(rows, True)
+    deadline = start + args.minutes * 60 if args.minutes else None
+    rows = run(args.kinds, args.only, device, args.reps, amp, args.channels_last, args.smoke, on_row=write,
+               skip=done, twins=args.twins, deadline=deadline, settings=settings)
+    measured = {row_key(r["kind"], r["module"], r["input"]) for r in previous + rows if "error" not in r}
+    complete = set(plan) <= measured  # every planned row timed, or skipped as its module rejects the size
+    write(rows, complete=complete)
+    print(json.dumps(summary(previous + rows)))
+    print(f"{len(measured)} rows in {args.out or 'memory'}; complete: {complete}")
+    return result(rows, complete)
 
 
 if __name__ == "__main__":

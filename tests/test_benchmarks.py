@@ -42,11 +42,30 @@ def test_gpu_script_smoke_on_cpu(tmp_path):
     assert {r["notebook"] for r in notebooks} >= {"cbam", "convnext"}
     for name in ("cpu_fp32", "cpu_bf16_cl", "cpu_sdpa"):
         result = json.loads((tmp_path / f"{name}.json").read_text())
-        rows = result["rows"]
+        rows = [r for r in result["rows"] if "skipped" not in r]  # SDPA: modules without an SDPA call
         assert rows and not [r for r in rows if "error" in r], rows
         assert all(r["ms"] > 0 and r["ratio"] > 0 for r in rows)
+        assert result["meta"]["complete"]
     fp32 = json.loads((tmp_path / "cpu_fp32.json").read_text())["rows"]
     assert {r["kind"] for r in fp32} == {"attention", "conv", "block", "model"}
     assert [r["ref"] for r in fp32 if r["module"] == "se"] == ["timm"]
     sdpa = json.loads((tmp_path / "cpu_sdpa.json").read_text())["rows"]
-    assert [(r["module"], r["ref"]) for r in sdpa] == [("mhsa", "bare SDPA")]
+    assert [(r["module"], r["ref"]) for r in sdpa if "skipped" not in r] == [("mhsa", "bare SDPA")]
+    assert gpu.notebook_ids() == sorted(p.stem for p in (BENCH.parent / "book" / "notebooks").glob("*.ipynb"))
+
+
+def test_bench_resumes_a_partial_run_and_retimes_only_what_is_missing(tmp_path, capsys):
+    """--resume keeps the rows measured with the same settings and times only the others; rows measured with other
+    settings are redone; --plan counts what is left without timing anything."""
+    bench = _load("bench")
+    out = tmp_path / "r.json"
+    args = ["--device", "cpu", "--smoke", "--reps", "1", "--kinds", "attention", "conv", "--out", str(out)]
+    first = bench.main(args + ["--only", "se"])
+    assert [r["module"] for r in first["rows"]] == ["se"] and first["meta"]["complete"]
+    assert bench.main(args + ["--only", "se", "eca", "--plan"])["rows left"] == {"attention": 1}
+    second = bench.main(args + ["--only", "se", "eca", "--resume"])
+    assert [r["module"] for r in second["rows"]] == ["se", "eca"]
+    assert second["rows"][0] == first["rows"][0]  # kept as measured, not re-timed
+    assert all(r["settings"]["reps"] == 1 and r["seconds"] > 0 for r in second["rows"])
+    third = bench.main(args[:4] + ["2"] + args[5:] + ["--only", "se", "--resume"])  # other settings: redone
+    assert third["rows"][0]["settings"]["reps"] == 2
