@@ -124,7 +124,7 @@ def test_backbones_place_the_dynamic_convolutions():
         rn = create_model("dy_resnet18")
     dy = [m for m in mb.modules() if isinstance(m, DynamicConv2d)]
     assert len(dy) == 50                                          # 17 blocks: 1 x (dw, pw) + 16 x (pw, dw, pw)
-    assert isinstance(mb.features[0][0], torch.nn.Conv2d) and isinstance(mb.features[-1][0], torch.nn.Conv2d)
+    assert type(mb.conv_stem) is torch.nn.Conv2d and type(mb.conv_head) is torch.nn.Conv2d   # stem, head plain
     assert all(m.num_kernels == 4 for m in dy)
     assert isinstance(rn.stem[0][0], torch.nn.Conv2d) and isinstance(rn.stages[1][0].shortcut[0], torch.nn.Conv2d)
 

@@ -32,21 +32,46 @@ def test_widths_and_strides_follow_table_2():
             expected.append((channels * t, c, size))
             channels = c
     outputs = []
-    hooks = [b.register_forward_hook(lambda m, i, o: outputs.append(o.shape)) for b in list(model.features)[1:-1]]
+    blocks = [b for row in model.blocks for b in row]
+    hooks = [b.register_forward_hook(lambda m, i, o: outputs.append(o.shape)) for b in blocks]
     with torch.no_grad():
         model(torch.zeros(1, 3, 224, 224))
     for h in hooks:
         h.remove()
-    hidden = [b.conv[-2][0].in_channels for b in list(model.features)[1:-1]]
+    hidden = [(b.conv_pwl if hasattr(b, "conv_pwl") else b.conv_pw).in_channels for b in blocks]
     assert [(h, o[1], o[2]) for h, o in zip(hidden, outputs)] == expected
-    assert model.features[-1][0].out_channels == 1280
+    assert [len(row) for row in model.blocks] == [n for _, _, n, _ in rows]
+    assert model.conv_head.out_channels == 1280
 
 
 @pytest.mark.parametrize("width,features", [("035", 1280), ("050", 1280), ("075", 1280), ("100", 1280), ("140", 1792)])
 def test_last_layer_keeps_1280_channels_below_width_one(width, features):
     model = create_model(f"mobilenetv2_{width}")
-    assert model.num_features == features and model.head[1].in_features == features
+    assert model.num_features == features and model.classifier.in_features == features
 
 
 def test_dropout_is_the_slim_training_scope_s():
-    assert create_model("mobilenetv2_100").head[0].p == pytest.approx(0.2)
+    assert create_model("mobilenetv2_100").dropout.p == pytest.approx(0.2)
+
+
+def test_blocks_are_the_shared_mbconv_ones_with_the_attention_after_the_depthwise_conv():
+    from attnzoo.layers.mbconv import DepthwiseSeparable, MBConv
+
+    seen = []
+    model = create_model("mobilenetv2_035", attn_layer=lambda c: seen.append(c) or nn.Identity())
+    assert isinstance(model.blocks[0][0], DepthwiseSeparable) and isinstance(model.blocks[0][0].se, nn.Identity)
+    assert all(isinstance(b, MBConv) for row in model.blocks[1:] for b in row)
+    assert seen == [b.conv_dw.out_channels for row in model.blocks[1:] for b in row]   # t = 6 blocks only
+    assert [b.has_skip for b in model.blocks[2]] == [False, True, True]
+
+
+def test_conv_layer_replaces_every_convolution_of_the_blocks():
+    made = []
+
+    def conv(cin, cout, k, stride=1, groups=1):
+        made.append(k)
+        return nn.Conv2d(cin, cout, k, stride, k // 2, groups=groups, bias=False)
+
+    model = create_model("mobilenetv2_035", conv_layer=conv)
+    assert len(made) == 2 + 3 * 16 and made.count(3) == 17                 # expand, depthwise, project per block
+    assert type(model.conv_stem) is nn.Conv2d and type(model.conv_head) is nn.Conv2d   # stem and head stay plain

@@ -16,7 +16,9 @@ when ``skip`` and the shapes allow it (stride 1, C_in = C_out):
 The attribute names are timm's (``conv_pw``, ``bn1``, ``conv_dw``, ``se``, ``conv_pwl``...), so timm's weights map
 one to one. ``attn`` is a factory ``f(channels) -> module`` for the block's attention slot (the papers' SE), built
 on the expanded width; ``conv_layer`` (``f(in, out, k, stride=, groups=)``, e.g. ``registry.get_conv(...)``)
-replaces the block's k x k convolution (the depthwise one, or the fused expansion), padding included.
+replaces the block's k x k convolution (the depthwise one, or the fused expansion), padding included;
+``pw_conv_layer`` (same signature) replaces the 1x1 convolutions of ``DepthwiseSeparable`` and ``MBConv`` (as
+DY-MobileNetV2 makes every convolution of a block dynamic).
 
 ``padding="same"`` pads as TensorFlow's "SAME" (the official code of all four papers): the output has
 ceil(H/s) rows and, where the total padding is odd, the extra row/column goes at the bottom/right; it depends on
@@ -92,12 +94,12 @@ class DepthwiseSeparable(_Block):
     def __init__(self, in_ch: int, out_ch: int, kernel_size: int = 3, stride: int = 1, act: str = "relu",
                  attn: Callable[[int], nn.Module] | None = None, skip: bool = True, pw_act: bool = False,
                  drop_path: float = 0.0, bn_eps: float = 1e-5, bn_momentum: float = 0.1, padding: str = "same",
-                 conv_layer=None):
+                 conv_layer=None, pw_conv_layer=None):
         super().__init__(in_ch, out_ch, stride, skip, drop_path, bn_eps, bn_momentum, padding)
         self.conv_dw = self.make_conv(in_ch, in_ch, kernel_size, stride, in_ch, conv_layer)
         self.bn1, self.act1 = self.make_norm(in_ch), create_act(act)
         self.se = attn(in_ch) if attn is not None else nn.Identity()
-        self.conv_pw = self.make_conv(in_ch, out_ch, 1)
+        self.conv_pw = self.make_conv(in_ch, out_ch, 1, conv_layer=pw_conv_layer)
         self.bn2, self.act2 = self.make_norm(out_ch), create_act(act if pw_act else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -111,14 +113,14 @@ class MBConv(_Block):
     def __init__(self, in_ch: int, out_ch: int, mid_ch: int, kernel_size: int = 3, stride: int = 1,
                  act: str = "relu", attn: Callable[[int], nn.Module] | None = None, skip: bool = True,
                  drop_path: float = 0.0, bn_eps: float = 1e-5, bn_momentum: float = 0.1, padding: str = "same",
-                 conv_layer=None):
+                 conv_layer=None, pw_conv_layer=None):
         super().__init__(in_ch, out_ch, stride, skip, drop_path, bn_eps, bn_momentum, padding)
-        self.conv_pw = self.make_conv(in_ch, mid_ch, 1)
+        self.conv_pw = self.make_conv(in_ch, mid_ch, 1, conv_layer=pw_conv_layer)
         self.bn1, self.act1 = self.make_norm(mid_ch), create_act(act)
         self.conv_dw = self.make_conv(mid_ch, mid_ch, kernel_size, stride, mid_ch, conv_layer)
         self.bn2, self.act2 = self.make_norm(mid_ch), create_act(act)
         self.se = attn(mid_ch) if attn is not None else nn.Identity()
-        self.conv_pwl = self.make_conv(mid_ch, out_ch, 1)
+        self.conv_pwl = self.make_conv(mid_ch, out_ch, 1, conv_layer=pw_conv_layer)
         self.bn3 = self.make_norm(out_ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
