@@ -1,18 +1,19 @@
 """BoTNet: bottleneck transformers (Srinivas et al., CVPR 2021, arXiv:2101.11605).
 
 BoT50 is ResNet-50 whose last stage (c5) replaces the 3 x 3 convolution of each of its three bottlenecks by global
-multi-head self-attention over the feature map (Fig. 1, Fig. 4). The attention (``bot_mhsa``) has 4 heads, Q, K, V
+multi-head self-attention over the feature map. The attention (``bot_mhsa``) has 4 heads, Q, K, V
 from one bias-free 1 x 1 convolution, and 2D relative position logits (Bello et al., 2019): for a query at (y, x)
 and a key at (y', x'),
 
     logit = q . k + q . r^h_{y' - y} + q . r^w_{x' - x},   softmax over the H W keys, output sum of p v,
 
-with learned tables r^h (2 H_max - 1, d) and r^w (2 W_max - 1, d), d = C / heads. As in the authors' reference code
-(the gist aravindsrinivas/56359b79f0ce4449bcb04ab4b56a57a2 linked from the paper, which scales q by d^-1/2 before
-both products) both terms are scaled by d^-1/2 (``scale_pos=True``; ``False`` scales q . k only, the default of
-timm's ``BottleneckAttn``, which our tests compare with in both settings). The softmax runs in
-``F.scaled_dot_product_attention`` with the position logits as its additive mask. In a stride-2 block (the first of
-c5) a 2 x 2 average pooling follows the attention; BatchNorm and ReLU follow as after the convolution they replace.
+with learned tables r^h (2 H_max - 1, d) and r^w (2 W_max - 1, d), d = C / heads. The paper links a reference
+implementation (the gist aravindsrinivas/56359b79f0ce4449bcb04ab4b56a57a2, not read here); timm, which ports it,
+scales the position logits by d^-1/2 together with q . k "as per references" (timm commit 02daf2ab, discussion
+#912) but keeps the unscaled form as its default. We default to the references' form (``scale_pos=True``);
+``scale_pos=False`` is timm's default; our tests compare with timm's ``BottleneckAttn`` in both settings. The
+softmax runs in ``F.scaled_dot_product_attention`` with the position logits as its additive mask. In a
+stride-2 block (the first of c5) a 2 x 2 average pooling follows the attention; BatchNorm and ReLU follow as after the convolution they replace.
 
 Sizes: relative tables cover offsets up to the largest map the module is built for (``feat_size``): the paper's
 c5 maps at 224 are 14 x 14 (first block, before its pooling) and 7 x 7. Any smaller map reads the centre of the tables

@@ -80,7 +80,8 @@ class ImageToTokens(nn.Module):
     def __init__(self, patch_size: int, in_chans: int, embed_dim: int, stem_channels: int = 64):
         super().__init__()
         if patch_size % 4:
-            raise ValueError(f"CeiT's patch_size (the total stride) must be a multiple of the stem's 4, got {patch_size}")
+            raise ValueError(f"CeiT's patch_size (the total stride) must be a multiple of the stem's 4, "
+                             f"got {patch_size}")
         self.stem = ConvNormAct(in_chans, stem_channels, 7, stride=2, act=None)
         self.pool = nn.MaxPool2d(3, 2, 1)
         self.proj = PatchEmbed(patch_size // 4, stem_channels, embed_dim)
