@@ -7,13 +7,14 @@ and a key at (y', x'),
 
     logit = q . k + q . r^h_{y' - y} + q . r^w_{x' - x},   softmax over the H W keys, output sum of p v,
 
-with learned tables r^h (2 H_max - 1, d) and r^w (2 W_max - 1, d), d = C / heads. The paper links a reference
-implementation (the gist aravindsrinivas/56359b79f0ce4449bcb04ab4b56a57a2, not read here); timm, which ports it,
-scales the position logits by d^-1/2 together with q . k "as per references" (timm commit 02daf2ab, discussion
+with learned tables r^h (2 H_max - 1, d) and r^w (2 W_max - 1, d), d = C / heads. The first author's reference
+implementation (the gist aravindsrinivas/56359b79f0ce4449bcb04ab4b56a57a2, not read here) is what timm ports;
+timm scales the position logits by d^-1/2 together with q . k "as per references" (timm commit 02daf2ab, discussion
 #912) but keeps the unscaled form as its default. We default to the references' form (``scale_pos=True``);
 ``scale_pos=False`` is timm's default; our tests compare with timm's ``BottleneckAttn`` in both settings. The
 softmax runs in ``F.scaled_dot_product_attention`` with the position logits as its additive mask. In a
-stride-2 block (the first of c5) a 2 x 2 average pooling follows the attention; BatchNorm and ReLU follow as after the convolution they replace.
+stride-2 block (the first of c5) a 2 x 2 average pooling follows the attention; BatchNorm and ReLU follow as
+after the convolution they replace.
 
 Sizes: relative tables cover offsets up to the largest map the module is built for (``feat_size``): the paper's
 c5 maps at 224 are 14 x 14 (first block, before its pooling) and 7 x 7. Any smaller map reads the centre of the tables
