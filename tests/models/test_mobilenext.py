@@ -33,7 +33,8 @@ def test_reduced_width_is_c_over_t_with_a_floor_of_c_out_over_6():
 
 
 def test_block_forms_follow_the_authors_code():
-    model = create_model("mobilenext_100")
+    with torch.device("meta"):
+        model, half = create_model("mobilenext_100"), create_model("mobilenext_050")
     blocks = list(model.features)[1:]
 
     def form(b):
@@ -49,7 +50,7 @@ def test_block_forms_follow_the_authors_code():
     assert forms[-1] == ("dw-pw-pw-dw", False)            # 960 -> 1280
     assert [b.conv[-1][0].out_channels for b in blocks] == [96, 144] + [192] * 3 + [288] * 3 + [384] * 4 + \
         [576] * 4 + [960] * 3 + [1280]
-    assert model.num_features == 1280 and create_model("mobilenext_050").num_features == 1280
+    assert model.num_features == 1280 and half.num_features == 1280
 
 
 def test_identity_tensor_multiplier_adds_x_to_the_first_channels_only():
