@@ -6,6 +6,14 @@ import os
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+# MAC counts (attnzoo.cache) are shared by this run's workers and notebook kernels, never read from an earlier run:
+# every figure a test checks is counted by the code under test in this run.
+if "ATTNZOO_CACHE" not in os.environ:
+    import tempfile
+
+    _run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
+    os.environ["ATTNZOO_CACHE"] = os.path.join(tempfile.gettempdir(), f"attnzoo-test-cache-{_run}")
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 

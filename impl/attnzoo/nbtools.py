@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .cache import cached_macs
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -83,17 +85,22 @@ def count_macs(model: nn.Module, *inputs, **kwargs) -> int:
 def measure(factory, input_shape: tuple[int, ...] | None = None) -> tuple[int, int | None]:
     """(parameters, MACs at ``input_shape``) of ``factory()``, built on the meta device (no memory, no compute).
 
-    A model whose forward has no meta kernel for some op (e.g. complex FFTs) is measured on the CPU instead.
+    A model whose forward has no meta kernel for some op (e.g. complex FFTs) is measured on the CPU instead. MACs
+    are remembered on disk per model, input shape and source version (``attnzoo.cache``): the tests and the
+    paper's notebook count each reported variant once.
     """
     with torch.device("meta"):
         model = factory()
     params = count_params(model)
     if input_shape is None:
         return params, None
-    try:
-        return params, count_macs(model, torch.zeros(input_shape, device="meta"))
-    except (RuntimeError, NotImplementedError):
-        return params, count_macs(factory(), torch.zeros(input_shape))
+    def count() -> int:
+        try:
+            return count_macs(model, torch.zeros(input_shape, device="meta"))
+        except (RuntimeError, NotImplementedError):
+            return count_macs(factory(), torch.zeros(input_shape))
+
+    return params, cached_macs(model, input_shape, count)  # counted once per model, shape and code version
 
 
 def compare_with_reported(entry_id: str, model_factory, device: str | torch.device | None = None,

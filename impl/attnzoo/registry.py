@@ -34,6 +34,7 @@ fails to import, every lookup raises ``RegistryLoadError`` listing the failures 
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import importlib
@@ -44,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 import torch.nn as nn
 
 LAYOUTS = ("nchw", "nlc")
@@ -64,10 +66,43 @@ class Entry:
     timm: str | None = None
 
     def build(self, *args, **kwargs) -> nn.Module:
-        module = self.builder(*args, **{**self.defaults, **kwargs})
+        with _random_fills_skipped_on_meta():
+            module = self.builder(*args, **{**self.defaults, **kwargs})
         if self.kind in ("attention", "conv") and args and not getattr(module, "checks_own_input", False):
             module.register_forward_pre_hook(InputCheck(self.kind, self.name, args[0]))
         return module
+
+
+_RANDOM_FILLS = ("uniform_", "normal_", "erfinv_")
+_fills_skipped = False
+
+
+@contextlib.contextmanager
+def _random_fills_skipped_on_meta():
+    """While a module is built on the meta device, its random initialisers do nothing.
+
+    Meta tensors hold no values, so the fills change nothing, but torch runs them through Python decompositions:
+    they were most of the time of building the larger models on meta (``attnzoo check``, parameter and MAC counts).
+    Deterministic code (shapes, index buffers) runs as usual; on any other device nothing changes.
+    """
+    global _fills_skipped
+    if _fills_skipped or torch.empty(0).device.type != "meta":
+        yield
+        return
+    saved = {name: getattr(torch.Tensor, name) for name in _RANDOM_FILLS}
+    _fills_skipped = True
+    try:
+        for name in _RANDOM_FILLS:
+            setattr(torch.Tensor, name, _keep)
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(torch.Tensor, name, method)
+        _fills_skipped = False
+
+
+def _keep(self, *args, **kwargs):
+    return self
 
 
 class InputCheck:
@@ -243,14 +278,24 @@ def model_entry(name: str) -> Entry:
     return get_entry("model", name)
 
 
+class LayerFactory:
+    """``build(*args, **{**kwargs, **kw})``: what ``get_attn`` / ``get_conv`` / ``get_block`` return. A class rather
+    than a closure so that models keeping one stay picklable and can be fingerprinted (``attnzoo.cache``)."""
+
+    def __init__(self, build: Callable[..., nn.Module], kwargs: dict[str, Any]):
+        self.build, self.kwargs = build, kwargs
+
+    def __call__(self, *args, **kw) -> nn.Module:
+        return self.build(*args, **{**self.kwargs, **kw})
+
+
 def _resolve(kind: str, layer, **kwargs) -> Callable[..., nn.Module] | None:
     if layer is None:
         return None
     if isinstance(layer, str):
-        entry = get_entry(kind, layer)
-        return lambda *args, **kw: entry.build(*args, **{**kwargs, **kw})
+        return LayerFactory(get_entry(kind, layer).build, kwargs)
     if callable(layer):
-        return lambda *args, **kw: layer(*args, **{**kwargs, **kw})
+        return LayerFactory(layer, kwargs)
     raise ValueError(f"{kind}_layer must be a registered {kind} name, a callable or None, got {type(layer).__name__}")
 
 
