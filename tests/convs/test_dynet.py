@@ -4,8 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attnzoo import create_conv, create_model
-from attnzoo.convs.dynet import DyNetConv2d
+from attnzoo import create_conv
 
 
 def _reference(m, x):
@@ -79,13 +78,6 @@ def test_macs_are_those_of_the_thin_convolution():
     for g_t in (2, 6):
         m = create_conv("dynet", 16, 32, 3, group_size=g_t)
         assert count_macs(m, x) == plain + 32 * g_t * 16 * 9 + 16 * 32 * g_t
-
-
-def test_usable_as_resnet_conv_layer():
-    torch.manual_seed(0)
-    model = create_model("resnet18", conv_layer="dynet", num_classes=5, layers=(1, 1, 1, 1))
-    assert sum(isinstance(m, DyNetConv2d) for m in model.modules()) >= 8
-    assert model(torch.randn(2, 3, 35, 29)).shape == (2, 5)
 
 
 def test_bad_arguments():
