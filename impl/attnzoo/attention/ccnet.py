@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..layers import check_positive_int, reduced_channels
 from ..registry import register_attention
@@ -54,10 +55,20 @@ class CrissCrossAttention(nn.Module):
     def affinity(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One step's weights: column part (N, H, W, H) (entry [n, i, j, k]: pixel (i, j) from (k, j)) and
         row part (N, H, W, W) (entry [n, i, j, k]: pixel (i, j) from (i, k)); together they sum to one."""
-        q, k = self.query(x), self.key(x)
-        h = x.shape[-2]
+        return self._affinity(*self._projections(x)[:2])
+
+    def _projections(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """query, key, value of x as one convolution (weights concatenated per call; the parameters stay three
+        convolutions, the authors' layout), split into channel views."""
+        weight = torch.cat([self.query.weight, self.key.weight, self.value.weight])
+        bias = torch.cat([self.query.bias, self.key.bias, self.value.bias])
+        rd = self.query.out_channels
+        return F.conv2d(x, weight, bias).split([rd, rd, self.value.out_channels], dim=1)
+
+    def _affinity(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = q.shape[-2]
         e_col = torch.einsum("ncij,nckj->nijk", q, k)
-        self_in_col = torch.eye(h, dtype=torch.bool, device=x.device).view(h, 1, h)
+        self_in_col = torch.eye(h, dtype=torch.bool, device=q.device).view(h, 1, h)
         e_col = e_col.masked_fill(self_in_col, float("-inf"))  # the centre is counted in the row part only
         e_row = torch.einsum("ncij,ncik->nijk", q, k)
         a = torch.cat([e_col, e_row], dim=-1).softmax(dim=-1)
@@ -65,8 +76,8 @@ class CrissCrossAttention(nn.Module):
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
         """One criss-cross step (the module with recurrence 1)."""
-        a_col, a_row = self.affinity(x)
-        v = self.value(x)
+        q, k, v = self._projections(x)
+        a_col, a_row = self._affinity(q, k)
         a_col, a_row = a_col.to(v.dtype), a_row.to(v.dtype)
         out = torch.einsum("nijk,nckj->ncij", a_col, v) + torch.einsum("nijk,ncik->ncij", a_row, v)
         return x + self.gamma * out
