@@ -8,11 +8,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 # MAC counts (attnzoo.cache) are shared by this run's workers and notebook kernels, never read from an earlier run:
 # every figure a test checks is counted by the code under test in this run.
-if "ATTNZOO_CACHE" not in os.environ:
-    import tempfile
+import tempfile  # noqa: E402
 
-    _run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or f"pid{os.getpid()}"
-    os.environ["ATTNZOO_CACHE"] = os.path.join(tempfile.gettempdir(), f"attnzoo-test-cache-{_run}")
+RUN_DIR = os.path.join(tempfile.gettempdir(),
+                       f"attnzoo-test-run-{os.environ.get('PYTEST_XDIST_TESTRUNUID') or os.getpid()}")
+os.environ.setdefault("ATTNZOO_CACHE", RUN_DIR)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -38,12 +38,38 @@ SCALE_KEYS = {"layers", "depth", "depths", "embed_dim", "embed_dims", "dims", "n
               "n_div"}  # ShiftViT: the shifted share of the channels (4 / n_div), same code
 
 
-@functools.cache  # counted once per session, not once per test file that asks for family representatives
 def _meta_params(name: str) -> int:
-    from attnzoo import create_model
+    counts = _all_meta_params()
+    if name not in counts:  # registered after the counts were taken (a test's own registration)
+        from attnzoo import create_model
 
-    with torch.device("meta"):
-        return sum(p.numel() for p in create_model(name, num_classes=10).parameters())
+        with torch.device("meta"):
+            counts[name] = sum(p.numel() for p in create_model(name, num_classes=10).parameters())
+    return counts[name]
+
+
+@functools.cache  # counted once per run: the first xdist worker counts, the others wait for its file and read it
+def _all_meta_params() -> dict[str, int]:
+    import fcntl
+    import json
+
+    from attnzoo import create_model, list_models
+
+    os.makedirs(RUN_DIR, exist_ok=True)
+    path = os.path.join(RUN_DIR, "meta-params.json")
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(path):
+            with open(path) as f:
+                return json.load(f)
+        counts = {}
+        for name in list_models():
+            with torch.device("meta"):
+                counts[name] = sum(p.numel() for p in create_model(name, num_classes=10).parameters())
+        with open(path + ".tmp", "w") as f:
+            json.dump(counts, f)
+        os.replace(path + ".tmp", path)
+        return counts
 
 
 def model_families() -> list[list[str]]:
