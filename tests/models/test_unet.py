@@ -32,7 +32,7 @@ def test_same_padding_keeps_any_size():
     with torch.no_grad():
         for size in ((33, 47), (4, 5), (67, 45)):
             assert model(torch.randn(1, 3, *size)).shape == (1, 3, *size)
-    with pytest.raises(ValueError, match="at least 4 pixels"):
+    with pytest.raises(ValueError, match="at least 4x4 pixels"):
         model(torch.randn(1, 3, 3, 8))
 
 

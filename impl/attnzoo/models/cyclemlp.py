@@ -45,7 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import (DropPath, Mlp, TokenAttention, check_choice, check_positive_int, check_stages,
+from ..layers import (check_images, DropPath, Mlp, TokenAttention, check_choice, check_positive_int, check_stages,
                       drop_path_rates, tokens_to_grid, trunc_normal_init)
 from ..registry import register_attention, register_model
 
@@ -203,9 +203,7 @@ class CycleNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, H', W', C_4) channels-last map of the last stage (before the final norm)."""
-        if x.dim() != 4 or min(x.shape[-2:]) < self.min_size:
-            raise ValueError(f"CycleMLP expects (N, C, H, W) images of at least {self.min_size}x{self.min_size} "
-                             f"pixels, got shape {tuple(x.shape)}")
+        check_images("CycleMLP", x, self.min_size)
         return self.network(self.patch_embed(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

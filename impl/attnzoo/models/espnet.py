@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import check_positive_int, check_positive_ints
+from ..layers import check_images, check_positive_int, check_positive_ints
 from ..registry import get_attn, register_block, register_model
 
 DILATIONS = (1, 2, 4, 8, 16)
@@ -135,8 +135,7 @@ class ESPNet(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The three levels: (N, 16 + in_chans, H/2, W/2), (N, 128 + in_chans, H/4, W/4), (N, 256, H/8, W/8)."""
-        if x.dim() != 4:
-            raise ValueError(f"ESPNet expects (N, C, H, W) images, got shape {tuple(x.shape)}")
+        check_images("ESPNet", x)
         half = self.pool(x)
         f1 = self.norm1(torch.cat([self.level1(x), half], 1))
         down2 = self.level2_down(f1)

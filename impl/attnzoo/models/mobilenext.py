@@ -33,7 +33,7 @@ import math
 import torch
 import torch.nn as nn
 
-from ..layers import ConvNormAct, check_positive_int, make_divisible
+from ..layers import check_images, ConvNormAct, check_positive_int, make_divisible
 from ..registry import get_attn, get_conv, register_model
 
 # (expansion t, output channels c, repeats n, first stride s): Table 2 of the paper / mnext.py's cfgs
@@ -119,8 +119,7 @@ class MobileNeXt(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_chans, H, W) -> (N, num_features, ceil(H/32), ceil(W/32))."""
-        if x.dim() != 4:
-            raise ValueError(f"MobileNeXt expects (N, C, H, W) images, got shape {tuple(x.shape)}")
+        check_images("MobileNeXt", x)
         return self.features(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

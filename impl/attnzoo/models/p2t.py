@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import DropPath, TokenAttention, check_divisible, check_hw, check_positive_int, check_positive_ints, drop_path_rates
+from ..layers import check_images, DropPath, TokenAttention, check_divisible, check_hw, check_positive_int, check_positive_ints, drop_path_rates
 from ..registry import register_attention, register_model
 from .pvt import PatchEmbed, check_pyramid
 
@@ -188,8 +188,7 @@ class PyramidPoolingTransformer(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(N, C, H, W) -> the four stage maps (N, C_i, H_i, W_i), strides 4, 8, 16, 32 (rounded up)."""
-        if x.dim() != 4:
-            raise ValueError(f"P2T expects (N, C, H, W) images, got a tensor of shape {tuple(x.shape)}")
+        check_images("P2T", x)
         outs = []
         for stage in self.stages:
             x = stage(x)

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import (DropPath, Mlp, TokenAttention, check_divisible, check_hw, check_positive_int, check_stages,
+from ..layers import (check_images, DropPath, Mlp, TokenAttention, check_divisible, check_hw, check_positive_int, check_stages,
                       drop_path_rates, to_2tuple, trunc_normal_init)
 from ..registry import register_attention, register_model
 
@@ -242,11 +242,7 @@ class PyramidVisionTransformer(nn.Module):
         self.apply(trunc_normal_init)
 
     def check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 4:
-            raise ValueError(f"PVT expects (N, C, H, W) images, got a tensor of shape {tuple(x.shape)}")
-        if min(x.shape[-2:]) < self.min_input_size:
-            raise ValueError(f"PVT needs inputs of at least {self.min_input_size}x{self.min_input_size} (one "
-                             f"spatial-reduction window in every stage), got {x.shape[-2]}x{x.shape[-1]}")
+        check_images("PVT", x, self.min_input_size, "one spatial-reduction window in every stage")
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The four stage outputs: maps (N, D_i, H_i, W_i) for stages 1-3, then the normalized last-stage tokens

@@ -44,7 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import check_choice, check_positive_int, check_positive_ints, conv_fan_out_init
+from ..layers import check_images, check_choice, check_positive_int, check_positive_ints, conv_fan_out_init
 from ..registry import get_attn, get_conv, register_model
 
 BLOCKS = ("basic", "bottleneck")
@@ -149,8 +149,7 @@ class PyramidNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, in_chans, H, W) -> (N, num_features, H', W') after the final BN-ReLU."""
-        if x.dim() != 4:
-            raise ValueError(f"PyramidNet expects (N, C, H, W) images, got shape {tuple(x.shape)}")
+        check_images("PyramidNet", x)
         return self.norm(self.stages(self.stem(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

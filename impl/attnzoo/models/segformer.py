@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import ConvNormAct, check_positive_int, drop_path_rates
+from ..layers import check_images, ConvNormAct, check_positive_int, drop_path_rates
 from ..registry import register_model
 from ..timm import register_timm_rules
 from .pvt import Block, PatchEmbed, check_pyramid
@@ -145,12 +145,7 @@ class MixVisionTransformer(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(N, C, H, W) -> the four normalized stage maps (N, C_i, H_i, W_i), strides 4, 8, 16, 32 (rounded up)."""
-        if x.dim() != 4:
-            raise ValueError(f"MiT expects (N, C, H, W) images, got a tensor of shape {tuple(x.shape)}")
-        if min(x.shape[-2:]) < self.min_input_size:
-            raise ValueError(f"MiT with sr_ratios={self.sr_ratios} needs inputs of at least {self.min_input_size}x"
-                             f"{self.min_input_size} (one reduction window per stage), got "
-                             f"{x.shape[-2]}x{x.shape[-1]}")
+        check_images(f"MiT with sr_ratios={self.sr_ratios}", x, self.min_input_size, "one reduction window per stage")
         outs = []
         for stage in self.stages:
             x = stage(x)

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import ConvNormAct, check_choice, check_positive_int
+from ..layers import check_images, ConvNormAct, check_choice, check_positive_int
 from ..registry import register_model
 from .vit import VisionTransformer
 
@@ -162,8 +162,7 @@ class SETR(nn.Module):
                                 else PUPHead(embed_dim, num_classes, patch_size=patch_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"SETR expects (N, C, H, W) images, got a tensor of shape {tuple(x.shape)}")
+        check_images("SETR", x)
         h, w = x.shape[-2:]
         feats, grid = self.encoder.forward_blocks(x, self.taps)
         logits = self.decode_head(feats, grid)

@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import DropPath, Mlp, check_choice, check_positive_int, drop_path_rates, to_2tuple
+from ..layers import check_images, DropPath, Mlp, check_choice, check_positive_int, drop_path_rates, to_2tuple
 from ..registry import register_attention, register_model
 
 
@@ -187,9 +187,7 @@ class SMLPNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, C_4, H / 32, W / 32), after the final BatchNorm."""
-        if x.dim() != 4 or min(x.shape[-2:]) < self.min_size:
-            raise ValueError(f"sMLPNet expects (N, C, H, W) images of at least {self.min_size}x{self.min_size} "
-                             f"pixels, got shape {tuple(x.shape)}")
+        check_images("sMLPNet", x, self.min_size)
         return self.norm(self.stages(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

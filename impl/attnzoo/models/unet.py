@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import check_choice, check_positive_int
+from ..layers import check_images, check_choice, check_positive_int
 from ..registry import get_attn, get_conv, register_model
 
 PADDINGS = ("same", "valid")
@@ -143,13 +143,11 @@ class UNet(nn.Module):
                                  f'use padding="same" for other sizes')
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            raise ValueError(f"U-Net expects (N, C, H, W) images, got shape {tuple(x.shape)}")
+        check_images("U-Net", x)
         if self.padding == "valid":
             self._check_valid(*x.shape[-2:])
-        elif min(x.shape[-2:]) < 2 ** self.depth:
-            raise ValueError(f"U-Net pools {self.depth} times: inputs need at least {2 ** self.depth} pixels per "
-                             f"side, got {x.shape[-2]}x{x.shape[-1]}")
+        else:
+            check_images("U-Net", x, 2 ** self.depth, f"it pools {self.depth} times")
         skips = []
         for level in self.encoder:
             x = level(x)
