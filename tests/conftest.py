@@ -85,6 +85,27 @@ def model_families() -> list[list[str]]:
     return list(families.values())
 
 
+def shallow_kwargs(name: str, blocks: int = 1) -> dict:
+    """Keyword arguments that cap every stage of model ``name`` at ``blocks`` blocks, where its builder takes them
+    (``layers`` / ``depths`` / ``block_config`` per stage, a transformer's ``depth``). Later blocks of a stage repeat
+    the code of the second one; two blocks per stage run every code path at a fraction of the cost."""
+    from attnzoo.registry import model_entry
+
+    defaults = model_entry(name).defaults
+    kwargs = {k: tuple(min(blocks, d) for d in v) for k, v in defaults.items()
+              if k in ("layers", "depths", "block_config") and isinstance(v, tuple)
+              and all(isinstance(d, int) for d in v)}
+    if isinstance(defaults.get("depth"), int) and defaults["depth"] < 50:  # transformer depth, not ResNet-50's
+        kwargs["depth"] = min(blocks, defaults["depth"])
+    return kwargs
+
+
+@pytest.fixture(scope="session")
+def shallow():
+    """``shallow(name, blocks=1)``: see ``shallow_kwargs``."""
+    return shallow_kwargs
+
+
 def smallest(names) -> str:
     return min(names, key=_meta_params)
 

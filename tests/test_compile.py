@@ -10,7 +10,6 @@ import torch
 import torch._dynamo
 
 from attnzoo import create_attention, create_block, create_conv, create_model, list_attention, list_blocks, list_convs
-from attnzoo.registry import model_entry
 
 
 def _assert_no_breaks(module: torch.nn.Module, *inputs) -> None:
@@ -39,16 +38,7 @@ def test_block_traces_without_graph_breaks(name, block_inputs):
     _assert_no_breaks(block, *block_inputs(block, 64, 2, 7, 9))
 
 
-def _shallow(name: str) -> dict:
-    """Keyword arguments that give every stage of ``name`` a single block, where the builder takes them."""
-    defaults = model_entry(name).defaults
-    kwargs = {k: tuple(1 for _ in defaults[k]) for k in ("layers", "depths") if isinstance(defaults.get(k), tuple)}
-    if isinstance(defaults.get("depth"), int) and defaults["depth"] < 50:  # transformer depth, not ResNet-50's
-        kwargs["depth"] = 1
-    return kwargs
-
-
-def test_model_family_traces_without_graph_breaks(family_model):
+def test_model_family_traces_without_graph_breaks(family_model, shallow):
     name = family_model
-    model = create_model(name, num_classes=10, **_shallow(name)).eval()
+    model = create_model(name, num_classes=10, **shallow(name)).eval()
     _assert_no_breaks(model, torch.randn(1, 3, 67, 45))

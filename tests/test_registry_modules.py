@@ -215,10 +215,11 @@ def _logits_shape(model: nn.Module, n: int, c: int, h: int, w: int) -> tuple:
     return (n, 10) if s is None else (n, 10, -(-h // s), -(-w // s))
 
 
-def test_model_forward_backward(family_model, device):
-    """One model per family (variants that only scale it run the same code; see conftest.py), for real."""
+def test_model_forward_backward(family_model, device, shallow):
+    """One model per family (variants that only scale it run the same code; see conftest.py), for real, with at
+    most two blocks per stage (the first, which may downsample, and one that repeats)."""
     torch.manual_seed(0)
-    m = create_model(family_model, num_classes=10).to(device)
+    m = create_model(family_model, num_classes=10, **shallow(family_model, blocks=2)).to(device)
     x = _x(2, 3, 67, 45, device=device)  # non-square, odd, not a multiple of any stride
     out = m.train()(x)
     assert out.shape == _logits_shape(m, *x.shape)
