@@ -79,3 +79,14 @@ def test_random_fills_are_skipped_only_on_meta():
 def test_models_keeping_a_layer_factory_pickle():
     model = create_model("efficientnet_b0", num_classes=10, attn_layer="eca")
     assert type(pickle.loads(pickle.dumps(model))).__name__ == type(model).__name__
+
+
+def test_results_are_remembered_per_source_version(tmp_path, monkeypatch):
+    monkeypatch.setenv("ATTNZOO_CACHE", str(tmp_path))
+    calls = []
+    compute = lambda: calls.append(1) or [{"file": "f.py", "message": "m"}]  # noqa: E731
+    assert cache.cached_for_this_source("demo", compute) == cache.cached_for_this_source("demo", compute)
+    assert calls == [1]
+    monkeypatch.setattr(cache, "_code_hash", lambda: "another-version")  # any edit to the package's source
+    cache.cached_for_this_source("demo", compute)
+    assert calls == [1, 1]

@@ -9,7 +9,8 @@ an object without a stable repr) makes the model uncacheable: it is then counted
 another model.
 
 Files live in ``$ATTNZOO_CACHE`` (default ``~/.cache/attnzoo``), one small JSON file per key, written atomically,
-so parallel test workers and notebook kernels share them. ``ATTNZOO_CACHE=off`` disables the cache.
+so parallel test workers and notebook kernels share them. ``ATTNZOO_CACHE=off`` disables the cache. The same
+folder keeps ``attnzoo check``'s build results per source version (``cached_for_this_source``).
 """
 from __future__ import annotations
 
@@ -35,11 +36,11 @@ class _Unstable(Exception):
     """A value without a repr that is the same in every process."""
 
 
-def cache_dir() -> Path | None:
+def cache_dir(kind: str = "macs") -> Path | None:
     setting = os.environ.get("ATTNZOO_CACHE", "")
     if setting.lower() in ("off", "0", "false", "no"):
         return None
-    return Path(setting or Path.home() / ".cache" / "attnzoo") / "macs"
+    return Path(setting or Path.home() / ".cache" / "attnzoo") / kind
 
 
 @functools.lru_cache(maxsize=1)
@@ -106,11 +107,31 @@ def cached_macs(model: nn.Module, input_shape: tuple[int, ...], count: Callable[
     except (OSError, ValueError, KeyError, TypeError):
         pass
     macs = count()
+    _write_json(folder, path, {"macs": macs, "class": type(model).__qualname__, "input_shape": list(input_shape)})
+    return macs
+
+
+def cached_for_this_source(name: str, compute: Callable[[], object]) -> object:
+    """``compute()`` (a JSON value that depends only on this package's source and torch's version), or the value an
+    earlier call stored for the same source: ``attnzoo check`` builds every registered module once per version."""
+    folder = cache_dir("results")
+    if folder is None:
+        return compute()
+    path = folder / f"{name}-{_code_hash()}.json"
+    try:
+        return json.loads(path.read_text())["value"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    value = compute()
+    _write_json(folder, path, {"value": value})
+    return value
+
+
+def _write_json(folder: Path, path: Path, data: dict) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as f:
-            json.dump({"macs": macs, "class": type(model).__qualname__, "input_shape": list(input_shape)}, f)
+            json.dump(data, f)
         os.replace(f.name, path)
-    except OSError:  # a read-only home: counting still works, it is just not remembered
+    except OSError:  # a read-only home: the value is still returned, just not remembered
         pass
-    return macs

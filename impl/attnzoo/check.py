@@ -4,12 +4,14 @@ Nothing is written; every problem names its file (and field and line where there
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import traceback
 from pathlib import Path
 
 from . import registry
 from .bib import load_bib
+from .cache import cached_for_this_source
 from .catalogue import IMPLEMENTATION_KINDS, Entry, load_catalogue, newness
 from .notebooks import cite_problems, notebook_problems
 from .placeholders import placeholder_lines
@@ -193,8 +195,13 @@ def _build(kind: str, name: str) -> None:
 
 @functools.lru_cache(maxsize=1)
 def build_problems() -> tuple[Problem, ...]:
-    """A problem for each registered name that cannot be built with its defaults (computed once per process:
-    the registry cannot change after it is loaded)."""
+    """A problem for each registered name that cannot be built with its defaults (computed once per process: the
+    registry cannot change after it is loaded; and remembered per source version, see ``attnzoo.cache``)."""
+    found = cached_for_this_source("build-problems", lambda: [dataclasses.asdict(p) for p in _build_problems()])
+    return tuple(Problem(**p) for p in found)
+
+
+def _build_problems() -> list[Problem]:
     problems = []
     for kind in registry.KINDS:
         for name in registry.list_names(kind):
@@ -209,4 +216,4 @@ def build_problems() -> tuple[Problem, ...]:
                 problems.append(Problem(path, f"registered {kind} {name!r} cannot be built with its defaults: "
                                         f"{create}({call}) raised {type(exc).__name__}: {exc}", None,
                                         frames[-1].lineno if frames else None))
-    return tuple(problems)
+    return problems
