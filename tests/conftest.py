@@ -41,11 +41,15 @@ SCALE_KEYS = {"layers", "depth", "depths", "embed_dim", "embed_dims", "dims", "n
 def _meta_params(name: str) -> int:
     counts = _all_meta_params()
     if name not in counts:  # registered after the counts were taken (a test's own registration)
-        from attnzoo import create_model
-
-        with torch.device("meta"):
-            counts[name] = sum(p.numel() for p in create_model(name, num_classes=10).parameters())
+        counts[name] = _count_on_meta(name)
     return counts[name]
+
+
+def _count_on_meta(name: str) -> int:
+    from attnzoo import create_model
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in create_model(name, num_classes=10).parameters())
 
 
 @functools.cache  # counted once per run: the first xdist worker counts, the others wait for its file and read it
@@ -53,7 +57,7 @@ def _all_meta_params() -> dict[str, int]:
     import fcntl
     import json
 
-    from attnzoo import create_model, list_models
+    from attnzoo import list_models
 
     os.makedirs(RUN_DIR, exist_ok=True)
     path = os.path.join(RUN_DIR, "meta-params.json")
@@ -62,10 +66,7 @@ def _all_meta_params() -> dict[str, int]:
         if os.path.exists(path):
             with open(path) as f:
                 return json.load(f)
-        counts = {}
-        for name in list_models():
-            with torch.device("meta"):
-                counts[name] = sum(p.numel() for p in create_model(name, num_classes=10).parameters())
+        counts = {name: _count_on_meta(name) for name in list_models()}
         with open(path + ".tmp", "w") as f:
             json.dump(counts, f)
         os.replace(path + ".tmp", path)
