@@ -46,7 +46,7 @@ class DistilledVisionTransformer(VisionTransformer):
     ("logits", the authors' code, or "softmax", the paper's text), see the module docstring.
     """
 
-    num_prefix_tokens = 2
+    num_prefix_tokens = 2  # class and distillation tokens: position_embedding keeps both positions, resizes the grid
 
     def __init__(self, *args, distilled_training: bool = False, head_fusion: str = "logits", **kwargs):
         self.head_fusion = check_choice("head_fusion", head_fusion, ("logits", "softmax"))
@@ -64,18 +64,6 @@ class DistilledVisionTransformer(VisionTransformer):
         """Return the (class, distillation) logits pair in training mode (the authors' training forward)."""
         self.distilled_training = bool(enable)
         return self
-
-    def position_embedding(self, grid_hw: tuple[int, int]) -> torch.Tensor:
-        """(1, 2 + gh*gw, D): the class and distillation positions, then the patch grid's (resized if needed)."""
-        if grid_hw == (self.grid, self.grid):
-            return self.pos_embed
-        k = self.num_prefix_tokens
-        patch_pos = self.pos_embed[:, k:].reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)
-        if self.pos_embed_interp == "bilinear":
-            patch_pos = F.interpolate(patch_pos, size=grid_hw, mode="bilinear", align_corners=True)
-        else:
-            patch_pos = F.interpolate(patch_pos, size=grid_hw, mode="bicubic", align_corners=False)
-        return torch.cat([self.pos_embed[:, :k], patch_pos.flatten(2).transpose(1, 2)], dim=1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, 2 + L, D) normalized tokens: class token, distillation token, patches."""

@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import (drop_path_rates, DropPath, Mlp, MultiHeadSelfAttention, check_choice, check_positive_int,
-                      trunc_normal_init)
+                      resize_pos_grid, trunc_normal_init)
 from ..registry import register_model
 from ..timm import register_timm_rules
 
@@ -78,6 +78,8 @@ class VisionTransformer(nn.Module):
             qkv_bias, drop, drop_path)`` (default ``Block``).
     """
 
+    num_prefix_tokens = 1  # the class token (DeiT's distilled model adds a second)
+
     def __init__(self, img_size: int = 224, patch_size: int = 16, in_chans: int = 3, num_classes: int = 1000,
                  embed_dim: int = 768, depth: int = 12, num_heads: int = 12, mlp_ratio: float = 4.0,
                  qkv_bias: bool = True, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
@@ -105,16 +107,13 @@ class VisionTransformer(nn.Module):
         self.apply(trunc_normal_init)
 
     def position_embedding(self, grid_hw: tuple[int, int]) -> torch.Tensor:
-        """Position embeddings (1, 1 + gh*gw, D) for a patch grid, resized from the learned grid if needed."""
-        if grid_hw == (self.grid, self.grid):
+        """Position embeddings (1, k + gh*gw, D) for a patch grid: the k = ``num_prefix_tokens`` token positions,
+        then the learned grid's, resized to ``grid_hw`` if needed (``resize_pos_grid``)."""
+        if tuple(grid_hw) == (self.grid, self.grid):
             return self.pos_embed
-        cls_pos, patch_pos = self.pos_embed[:, :1], self.pos_embed[:, 1:]
-        patch_pos = patch_pos.reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2)
-        if self.pos_embed_interp == "bilinear":  # the authors' scipy.ndimage.zoom(order=1): corners aligned
-            patch_pos = F.interpolate(patch_pos, size=grid_hw, mode="bilinear", align_corners=True)
-        else:
-            patch_pos = F.interpolate(patch_pos, size=grid_hw, mode="bicubic", align_corners=False)
-        return torch.cat([cls_pos, patch_pos.flatten(2).transpose(1, 2)], dim=1)
+        k = self.num_prefix_tokens
+        patch_pos = resize_pos_grid(self.pos_embed[:, k:], (self.grid, self.grid), grid_hw, self.pos_embed_interp)
+        return torch.cat([self.pos_embed[:, :k], patch_pos], dim=1)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, 1 + L, D) normalized tokens, class token first."""
