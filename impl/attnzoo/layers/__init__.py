@@ -10,6 +10,7 @@ from .helpers import (check_choice, check_conv_args, check_images, check_stages,
                       to_2tuple)
 from .mlp import Mlp
 from .norm import LayerNorm2d
+from .patch_embed import PatchEmbed, pad_to_multiple
 from .pos_embed import patch_grid, resize_pos_grid
 from .tokens import TokenAttention, check_hw, tokens_to_grid
 from .window import window_partition, window_reverse
@@ -17,5 +18,6 @@ from .window import window_partition, window_reverse
 __all__ = [
     "MultiHeadSelfAttention", "PooledConv1x1", "SpatialGate", "ConvNormAct", "create_act", "DropPath", "drop_path_rates", "check_choice", "check_divisible",
     "check_positive_int", "check_positive_ints", "check_conv_args", "check_images", "check_stages", "check_train_batch", "TokenAttention", "make_divisible", "reduced_channels", "to_2tuple", "Mlp", "LayerNorm2d", "patch_grid", "resize_pos_grid", "check_hw", "tokens_to_grid", "trunc_normal_init", "conv_fan_out_init",
-    "per_sample_conv2d", "heads_for_width", "window_partition", "window_reverse",
+    "per_sample_conv2d", "heads_for_width", "window_partition", "window_reverse", "PatchEmbed",
+    "pad_to_multiple",
 ]

@@ -34,11 +34,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import (DropPath, check_choice, Mlp, TokenAttention, check_divisible, check_positive_int, patch_grid,
-                      resize_pos_grid, trunc_normal_init)
+from ..layers import (DropPath, check_choice, Mlp, PatchEmbed, TokenAttention, check_divisible, check_positive_int,
+                      patch_grid, resize_pos_grid, trunc_normal_init)
 from ..registry import register_attention, register_model
 from ..timm import register_timm_rules
-from .vit import PatchEmbed
 
 
 @register_attention("cait_talking_heads", layout="nlc")

@@ -40,10 +40,10 @@ from functools import partial
 import torch
 import torch.nn as nn
 
-from ..layers import (ConvNormAct, DropPath, MultiHeadSelfAttention, TokenAttention, check_choice, check_positive_int,
-                      tokens_to_grid, trunc_normal_init)
+from ..layers import (ConvNormAct, DropPath, MultiHeadSelfAttention, PatchEmbed, TokenAttention, check_choice,
+                      check_positive_int, tokens_to_grid, trunc_normal_init)
 from ..registry import register_attention, register_model
-from .vit import Block, PatchEmbed, VisionTransformer
+from .vit import Block, VisionTransformer
 
 
 @register_attention("leff", layout="nlc")

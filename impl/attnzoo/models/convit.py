@@ -29,11 +29,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import (TokenAttention, check_divisible, check_hw, check_positive_int, drop_path_rates, patch_grid,
-                      resize_pos_grid, trunc_normal_init)
+from ..layers import (PatchEmbed, TokenAttention, check_divisible, check_hw, check_positive_int, drop_path_rates,
+                      patch_grid, resize_pos_grid, trunc_normal_init)
 from ..registry import register_attention, register_model
 from ..timm import register_timm_rules
-from .vit import Block, PatchEmbed
+from .vit import Block
 
 
 def relative_offsets(hw: tuple[int, int], device=None, dtype=None) -> torch.Tensor:

@@ -23,12 +23,12 @@ all blocks); the registered models default to 0.
 
 Input sizes: W is an S x S matrix for the patch grid of ``img_size`` (default 224: 14 x 14), and the paper's model
 runs only that grid (so does timm's). Images are zero-padded to whole patches as MLP-Mixer's stem does
-(``mlp_mixer.PatchEmbed``). For another patch grid, ``grid_mismatch="resample"`` (default, **our departure**, the same
-rule as our MLP-Mixer) resizes W along both token axes and b bilinearly over the grid, W scaled by S / S';
-``grid_mismatch="error"`` gives the paper's behaviour as a clear ValueError; ``img_size=(H, W)`` builds a model for
-another size. At the native grid nothing changes. The gating unit halves the channel count and is bound to one token
-count, so it does not fit the attention contract ((N, C, H, W) -> same shape at any size) and is not registered as an
-attention.
+(``layers.PatchEmbed`` with ``padding="same"``). For another patch grid, ``grid_mismatch="resample"`` (default, **our
+departure**, the same rule as our MLP-Mixer) resizes W along both token axes and b bilinearly over the grid, W scaled
+by S / S'; ``grid_mismatch="error"`` gives the paper's behaviour as a clear ValueError; ``img_size=(H, W)`` builds a
+model for another size. At the native grid nothing changes. The gating unit halves the channel count and is bound to
+one token count, so it does not fit the attention contract ((N, C, H, W) -> same shape at any size) and is not
+registered as an attention.
 """
 from __future__ import annotations
 
@@ -38,11 +38,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import DropPath, check_choice, check_positive_int, drop_path_rates, to_2tuple
+from ..layers import DropPath, PatchEmbed, check_choice, check_positive_int, drop_path_rates, to_2tuple
 from ..layers.init import xavier_mlp_init
 from ..registry import register_model
 from ..timm import register_timm_rules
-from .mlp_mixer import PatchEmbed, PatchTokenNet, resize_grid
+from .mlp_mixer import PatchTokenNet, resize_grid
 
 
 class SpatialGatingUnit(nn.Module):
@@ -140,7 +140,7 @@ class GMlp(PatchTokenNet):
             raise ValueError(f"drop_rate and drop_path_rate must be in [0, 1), got {drop_rate!r}, {drop_path_rate!r}")
         check_choice("grid_mismatch", grid_mismatch, ("resample", "error"))
         self.grid = (math.ceil(img_hw[0] / patch_size), math.ceil(img_hw[1] / patch_size))
-        self.stem = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.stem = PatchEmbed(patch_size, in_chans, embed_dim, padding="same")  # as MLP-Mixer's stem
         self.blocks = nn.ModuleList([GMlpBlock(embed_dim, hidden, self.grid, drop_rate, r, grid_mismatch)
                                      for r in drop_path_rates(drop_path_rate, depth)])
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)

@@ -36,32 +36,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import check_images, DropPath, Mlp, check_choice, check_positive_int, drop_path_rates, to_2tuple
+from ..layers import (check_images, DropPath, Mlp, PatchEmbed, check_choice, check_positive_int, drop_path_rates,
+                      to_2tuple)
 from ..registry import register_model
 from ..timm import register_timm_rules
 
 _GELU = {"tanh": functools.partial(nn.GELU, approximate="tanh"), "exact": nn.GELU}
-
-
-def same_pad(x: torch.Tensor, patch: int) -> torch.Tensor:
-    """Zero-pad (N, C, H, W) to whole patches as flax/XLA "SAME" does for a P x P, stride-P convolution."""
-    pad_h, pad_w = (-x.shape[-2]) % patch, (-x.shape[-1]) % patch
-    if pad_h or pad_w:
-        x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
-    return x
-
-
-class PatchEmbed(nn.Module):
-    """(N, C, H, W) -> (N, gh * gw, D) tokens and the grid (gh, gw), gh = ceil(H / P)."""
-
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int):
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, patch_size)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        x = self.proj(same_pad(x, self.patch_size))
-        return x.flatten(2).transpose(1, 2), (x.shape[-2], x.shape[-1])
 
 
 def resize_grid(t: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
@@ -156,7 +136,7 @@ class MlpMixer(PatchTokenNet):
         if not 0.0 <= drop_rate < 1.0 or not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_rate and drop_path_rate must be in [0, 1), got {drop_rate!r}, {drop_path_rate!r}")
         self.grid = (img_hw[0] // patch_size, img_hw[1] // patch_size)
-        self.stem = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.stem = PatchEmbed(patch_size, in_chans, embed_dim, padding="same")  # flax's "SAME" convolution
         self.blocks = nn.ModuleList([
             MixerBlock(embed_dim, self.grid, tokens_mlp_dim, channels_mlp_dim, _GELU[gelu], drop_rate, r,
                        grid_mismatch) for r in drop_path_rates(drop_path_rate, depth)])

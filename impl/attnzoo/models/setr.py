@@ -23,7 +23,7 @@ T-Base = ViT-B/16 (768, 12, 12). Defaults: ADE20K's 150 classes and its 512 x 51
 
 Departures: the auxiliary heads used only for training losses (three or four extra Naive/MLA heads on intermediate
 blocks) are left out. The authors' models accept exactly ``img_size`` (and infer by sliding windows); ours accept any
-size: inputs are zero-padded to whole patches (``models.vit.PatchEmbed``), the position table is resized bicubically
+size: inputs are zero-padded to whole patches (``layers.PatchEmbed``), the position table is resized bicubically
 (``VisionTransformer.position_embedding``; the authors resize the pre-trained table bilinearly once, at load time),
 and the logits, computed for the padded image, are cropped back to (H, W). At ``img_size`` nothing differs.
 For T-Base, MLA taps blocks 3, 6, 9, 12 (every quarter; the authors released no T-Base MLA configuration).

@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import (DropPath, Mlp, TokenAttention, check_hw, check_positive_int, drop_path_rates, heads_for_width,
-                      trunc_normal_init)
+                      pad_to_multiple, trunc_normal_init)
 from ..layers.window import window_partition, window_reverse
 from ..registry import register_attention, register_model
 from ..timm import register_timm_rules
@@ -166,11 +166,7 @@ class PatchEmbed(nn.Module):
         self.norm = nn.LayerNorm(embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.patch_size
-        pad_h, pad_w = (-x.shape[-2]) % p, (-x.shape[-1]) % p
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        return self.norm(self.proj(x).permute(0, 2, 3, 1))
+        return self.norm(self.proj(pad_to_multiple(x, self.patch_size)).permute(0, 2, 3, 1))
 
 
 class PatchMerging(nn.Module):

@@ -21,29 +21,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from ..layers import (drop_path_rates, DropPath, Mlp, MultiHeadSelfAttention, check_choice, check_positive_int,
-                      resize_pos_grid, trunc_normal_init)
+from ..layers import (drop_path_rates, DropPath, Mlp, MultiHeadSelfAttention, PatchEmbed, check_choice,
+                      check_positive_int, resize_pos_grid, trunc_normal_init)
 from ..registry import register_model
 from ..timm import register_timm_rules
-
-
-class PatchEmbed(nn.Module):
-    """(N, C, H, W) -> (N, ceil(H/P) * ceil(W/P), D) tokens, plus the grid size."""
-
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int):
-        super().__init__()
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_chans, embed_dim, patch_size, patch_size)
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        p = self.patch_size
-        pad_h, pad_w = (-x.shape[-2]) % p, (-x.shape[-1]) % p
-        if pad_h or pad_w:
-            x = F.pad(x, (0, pad_w, 0, pad_h))
-        x = self.proj(x)
-        return x.flatten(2).transpose(1, 2), (x.shape[-2], x.shape[-1])
 
 
 class Block(nn.Module):
@@ -74,8 +56,8 @@ class VisionTransformer(nn.Module):
             or "bilinear" (the ViT authors' code: linear, corners aligned).
         embed_layer, block_layer: for papers that change ViT's parts (CeiT): factories
             ``embed_layer(patch_size, in_chans, embed_dim)`` of a module mapping images to (tokens, (gh, gw)) with a
-            total stride of ``patch_size`` (default ``PatchEmbed``) and ``block_layer(dim, num_heads, mlp_ratio,
-            qkv_bias, drop, drop_path)`` (default ``Block``).
+            total stride of ``patch_size`` (default ``layers.PatchEmbed``: zero padding on the right and bottom) and
+            ``block_layer(dim, num_heads, mlp_ratio, qkv_bias, drop, drop_path)`` (default ``Block``).
     """
 
     num_prefix_tokens = 1  # the class token (DeiT's distilled model adds a second)
