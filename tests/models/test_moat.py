@@ -124,6 +124,14 @@ def test_windows_global_last_block_and_drop_path_schedule():
         m(torch.randn(1, 3, 48, 64))                                           # stage 3 map 3 x 4
 
 
+def test_geometry_cached_under_inference_mode_still_trains():
+    m = MOATBlock(8, 16, head_dim=8, position_embedding_size=3)
+    with torch.inference_mode():
+        m.eval()(torch.randn(1, 8, 5, 4))                                      # caches the 5 x 4 resize and index
+    m.train()(torch.randn(2, 8, 5, 4)).sum().backward()
+    assert m.rel_pos.relative_position_embedding.grad.abs().sum() > 0
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="head width"):
         create_block("moat_block", 64, 48)

@@ -151,7 +151,8 @@ def _cached(key: tuple, make) -> torch.Tensor:
     if torch.compiler.is_compiling():
         return make()
     if key not in _GEOMETRY:
-        _GEOMETRY[key] = make()
+        with torch.inference_mode(False):  # a tensor made under inference_mode could not be saved for backward later
+            _GEOMETRY[key] = make()
     return _GEOMETRY[key]
 
 
