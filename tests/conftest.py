@@ -35,7 +35,11 @@ SCALE_KEYS = {"layers", "depth", "depths", "embed_dim", "embed_dims", "dims", "n
               "attn_stages", "layer_scale_init_value", "hidden_dim", "tokens_mlp_dim", "channels_mlp_dim",
               "patch_size", "window_size", "base_width", "scale", "drop_rate", "growth_rate",
               "block_config", "dim", "alpha", "key_dim", "decoder_dim", "se_reduction",
-              "n_div"}  # ShiftViT: the shifted share of the channels (4 / n_div), same code
+              "n_div",  # ShiftViT: the shifted share of the channels (4 / n_div), same code
+              "reduced_dims",  # DynaMixer: channels per segment in the mixing-matrix generator, same code
+              "transitions",  # ViP, DynaMixer: which stages end in the 2x2 patch merging, same code
+              "exp_ratios", "dim_heads",  # EMO: expansion ratios and head widths per stage, same code
+              "kernel_size"}  # Conv2Former: the modulation's depthwise kernel (7 in N, 11 in T/S/B/L), same code
 
 
 def _meta_params(name: str) -> int:
@@ -165,6 +169,58 @@ def randomise_bn():
 def block_inputs():
     """``block_inputs(block, channels, n, h, w, device)``: example positional inputs of a registered block."""
     return _block_inputs
+
+
+def _assert_examples_independent(module, x: torch.Tensor, rtol: float = 1e-5, atol: float = 1e-6) -> torch.Tensor:
+    """Every example of the batch gives what it gives alone (per-example kernels or routing folded into one
+    batched computation must not mix examples, and batch 1 must work); returns ``module(x)``."""
+    full = module(x)
+    for i in range(x.shape[0]):
+        torch.testing.assert_close(full[i:i + 1], module(x[i:i + 1]), rtol=rtol, atol=atol)
+    return full
+
+
+@pytest.fixture
+def assert_examples_independent():
+    """``assert_examples_independent(module, x, rtol, atol)``: see ``_assert_examples_independent``."""
+    return _assert_examples_independent
+
+
+def _assert_maps_match_tokens(module, x: torch.Tensor) -> torch.Tensor:
+    """A token attention gives the same on an (N, C, H, W) map as on its (N, H W, C) tokens with ``hw=(H, W)``;
+    returns the map output (no gradients)."""
+    with torch.no_grad():
+        y = module(x)
+        tokens = module(x.flatten(2).transpose(1, 2), hw=tuple(x.shape[-2:]))
+    assert y.shape == x.shape
+    torch.testing.assert_close(tokens.transpose(1, 2).reshape(x.shape), y)
+    return y
+
+
+@pytest.fixture
+def assert_maps_match_tokens():
+    """``assert_maps_match_tokens(module, x)``: see ``_assert_maps_match_tokens``."""
+    return _assert_maps_match_tokens
+
+
+def _output_shapes(model, modules, x: torch.Tensor) -> tuple[list[tuple[int, ...]], torch.Tensor]:
+    """Run ``model(x)`` without gradients; the output shape of each of ``modules`` (e.g. the stages) in call order,
+    and the model's output."""
+    shapes = []
+    hooks = [m.register_forward_hook(lambda mod, i, o: shapes.append(tuple(o.shape))) for m in modules]
+    try:
+        with torch.no_grad():
+            y = model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return shapes, y
+
+
+@pytest.fixture
+def output_shapes():
+    """``shapes, y = output_shapes(model, modules, x)``: see ``_output_shapes``."""
+    return _output_shapes
 
 
 @pytest.fixture(scope="session")
