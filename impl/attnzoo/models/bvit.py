@@ -24,8 +24,9 @@ Models (the authors' README, "Model Results"; the layouts of DeiT-Ti and DeiT-S)
 192, 12 layers, 3 heads, MLP 768) and ``bvit_22m`` (BViT-22M, 384, 12, 6, 1536); patches of 16, a class token,
 learned absolute position embeddings, pre-norm blocks (LayerNorm eps 1e-5), Q, K, V without bias, exact GELU.
 
-Follows the authors' code (koala719/BViT, ``model/layer/bvit.py``, the repository the paper's README points to as
-"the official implementation"): its initialisation (PyTorch's default linear layers; class token and position
+Follows the authors' code (koala719/BViT, ``model/layer/bvit.py``; its README calls it "the official
+implementation"; the addresses printed in the paper, github.com/DRL-CASIA/Broad_ViT in arXiv v2 and
+github.com/DRL/BViT in the journal version, were not available to us): its initialisation (PyTorch's default linear layers; class token and position
 embeddings drawn from N(0, 1)), head width d = 64 = D / h in both models, the weight 0.4 and the grouped
 average. Departures, where that file contradicts the figures the paper reports:
 
