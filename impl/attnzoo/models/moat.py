@@ -58,6 +58,11 @@ in its ``moat_test.py`` to the unit. TF -> PyTorch details:
   ImageNet rates are 0.2 (MOAT-0), 0.3 (MOAT-1, 2), 0.6 (MOAT-3), 0.7 (MOAT-4), 0 (tiny-MOAT-0..2), 0.1
   (tiny-MOAT-3); the registered models default to 0 (pass ``drop_path_rate`` to train).
 
+Reused: ``layers.mbconv.conv2d`` (TF "SAME" convolutions), the SE module, ``layers.MultiHeadSelfAttention`` (with the
+bias as ``attn_bias``) and ``layers.window_partition``. Not reused, because they differ: MaxViT's MBConv (same
+pre-norm layout, but tanh GELU and its own shortcut pooling) and relative bias (a fixed window, never resized);
+``layers.mbconv``'s blocks (post-norm); CoAtNet's bias (cropped, not resized, below its window).
+
 Choices the authors' code leaves open, exposed as arguments: ``pool_size`` of the shortcut pool (2, the
 classification default of their config, "saves FLOPs"; their ``get_model`` defaults to 3, which they recommend
 for downstream tasks); ``window`` of the attention stages (None: global attention, the classification setting;
