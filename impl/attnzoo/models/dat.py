@@ -14,9 +14,9 @@ few, data-dependent points of the map instead of at fixed positions. From the in
   R between every query position and every deformed key point (the *deformable relative position bias*);
 * the heads are concatenated and projected, z W_o.
 
-Everything follows the authors' released CVPR 2022 code (LeapLabTHU/DAT, tag CVPR2022, models/dat_blocks.py,
-``DAttentionBaseline``; configs/dat_*.yaml), in particular the coordinate conventions, which the paper does not
-spell out:
+Everything follows the authors' released CVPR 2022 code (LeapLabTHU/DAT as of June 2022, commit 566a593, before
+the DAT++ update: models/dat_blocks.py, ``DAttentionBaseline``; models/dat.py; configs/dat_*.yaml), in particular
+its coordinate conventions:
 
 * reference points are the pixel centres in normalized coordinates, ((i + 1/2) / H_G) * 2 - 1 (y, x order), and
   the offsets are scaled per axis as Delta p = s tanh(.) / (H_G, W_G) with s = 2 (``offset_range_factor``), i.e.
