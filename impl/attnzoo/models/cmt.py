@@ -1,12 +1,12 @@
 """CMT: convolutional neural networks meet vision transformers (Guo et al., CVPR 2022, arXiv:2107.06263).
 
 A hybrid backbone with a CNN's layout (a convolutional stem, four stages at strides 4, 8, 16, 32 whose widths
-double) built from transformer blocks that each carry two depthwise convolutions. A **CMT block** (Sec. 3.1,
-Fig. 2c) on the tokens ``X`` of an H x W grid is
+double) built from transformer blocks that each carry two depthwise convolutions. A **CMT block** on the tokens
+``X`` of an H x W grid is
 
-    Y = LPU(X) = DWConv3x3(X) + X                                   (local perception unit, Eq. 1)
-    Z = LMHSA(LN(Y)) + Y                                            (lightweight MHSA, Eq. 2-3)
-    X' = IRFFN(LN(Z)) + Z                                           (inverted residual FFN, Eq. 4)
+    Y = LPU(X) = DWConv3x3(X) + X                                   (local perception unit)
+    Z = LMHSA(LN(Y)) + Y                                            (lightweight multi-head self-attention)
+    X' = IRFFN(LN(Z)) + Z                                           (inverted residual feed-forward network)
 
 * **LMHSA** (registered alone as the attention ``cmt_lmhsa``): keys and values come from the grid shrunk by a
   k x k depthwise convolution of stride k (k = ``sr_ratio``, 8 / 4 / 2 / 1 in the four stages) followed by a
@@ -15,7 +15,7 @@ Fig. 2c) on the tokens ``X`` of an H x W grid is
   ``Attn(Q, K, V) = softmax(Q K^T / sqrt(d) + B) V`` (plain softmax attention: SDPA with ``B`` as ``attn_mask``).
 * **IRFFN**: 1x1 conv (expansion ``mlp_ratio``) -> GELU -> BN; a residual depthwise 3x3 conv; GELU -> BN;
   1x1 conv -> BN.
-* **Stem** (Fig. 2c): 3x3 conv of stride 2 and two 3x3 convs, each followed by GELU then BN (activation first, as
+* **Stem**: 3x3 conv of stride 2 and two 3x3 convs, each followed by GELU then BN (activation first, as
   the official code); each stage opens with a 2x2 stride-2 convolution and a LayerNorm (patch embedding).
 * **Head**: 1x1 conv to 1280 channels, BN, Swish, global average pooling, dropout, linear classifier.
 
@@ -108,7 +108,7 @@ class LightweightMHSA(TokenAttention):
                                     nn.BatchNorm2d(channels))
         self.attn_drop = float(attn_drop)
         self.proj = nn.Linear(channels, channels)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self.proj_drop = nn.Dropout(proj_drop) if proj_drop > 0 else nn.Identity()
         self.grid = None
         self.pos_bias = None
         if grid is not None:
@@ -157,8 +157,8 @@ class LightweightMHSA(TokenAttention):
         q, k, v = self._qkv(x, hw)
         n, length, c = x.shape
         bias = pos_bias if pos_bias is not None else self.bias_for(tuple(hw))
-        if bias is not None:  # (1, heads, L, L_kv): a 4-D mask keeps SDPA on its fused CPU kernel
-            bias = bias.to(q.dtype).unsqueeze(0)
+        if bias is not None:  # (1, heads, L, L_kv): a 4-D mask keeps SDPA on its fused CPU kernel (autocast casts it)
+            bias = bias.unsqueeze(0)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale,
                                              dropout_p=self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(out.transpose(1, 2).reshape(n, length, c)))
@@ -176,7 +176,7 @@ class IRFFN(nn.Module):
         self.dw = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
         self.dw_post = nn.Sequential(nn.GELU(), nn.BatchNorm2d(hidden))
         self.fc2 = nn.Sequential(nn.Conv2d(hidden, dim, 1), nn.BatchNorm2d(dim))
-        self.drop = nn.Dropout(drop)
+        self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.drop(self.fc1(x))

@@ -1,7 +1,7 @@
 """Conv2Former: a simple transformer-style ConvNet (Hou et al., TPAMI 2024, arXiv:2211.11943).
 
 Conv2Former keeps the transformer's block (token mixer + MLP, each a pre-norm residual branch with layer scale) and
-its four-stage pyramid, but replaces self-attention by **convolutional modulation** (Sec. 3, Fig. 1): instead of
+its four-stage pyramid, but replaces self-attention by **convolutional modulation** (Fig. 1): instead of
 an attention matrix ``softmax(Q K^T)`` multiplying the values, the output of a large-kernel depthwise convolution
 multiplies them element-wise (Hadamard product):
 
