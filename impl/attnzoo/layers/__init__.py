@@ -6,6 +6,7 @@ from .drop import DropPath, drop_path_rates
 from .dynamic import per_sample_conv2d
 from .gates import PooledConv1x1, SpatialGate
 from .init import conv_fan_out_init, trunc_normal_init
+from .layer_scale import layer_scale
 from .helpers import (check_choice, check_conv_args, check_images, check_stages, check_train_batch, check_divisible, check_positive_int, check_positive_ints, heads_for_width, make_divisible, reduced_channels,
                       to_2tuple)
 from .mlp import Mlp
@@ -19,5 +20,5 @@ __all__ = [
     "MultiHeadSelfAttention", "PooledConv1x1", "SpatialGate", "ConvNormAct", "create_act", "DropPath", "drop_path_rates", "check_choice", "check_divisible",
     "check_positive_int", "check_positive_ints", "check_conv_args", "check_images", "check_stages", "check_train_batch", "TokenAttention", "make_divisible", "reduced_channels", "to_2tuple", "Mlp", "LayerNorm2d", "patch_grid", "resize_pos_grid", "check_hw", "tokens_to_grid", "trunc_normal_init", "conv_fan_out_init",
     "per_sample_conv2d", "heads_for_width", "window_partition", "window_reverse", "PatchEmbed",
-    "pad_to_multiple",
+    "pad_to_multiple", "layer_scale",
 ]

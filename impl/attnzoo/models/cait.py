@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from ..layers import (DropPath, check_choice, Mlp, PatchEmbed, TokenAttention, check_divisible, check_positive_int,
                       patch_grid, resize_pos_grid, trunc_normal_init)
+from ..layers.layer_scale import layer_scale
 from ..registry import register_attention, register_model
 from ..timm import register_timm_rules
 
@@ -135,8 +136,7 @@ class LayerScaleBlock(nn.Module):
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
-        self.gamma_1 = nn.Parameter(torch.full((dim,), float(init_values)))
-        self.gamma_2 = nn.Parameter(torch.full((dim,), float(init_values)))
+        self.gamma_1, self.gamma_2 = layer_scale(dim, init_values), layer_scale(dim, init_values)  # LayerScale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.gamma_1 * self.attn(self.norm1(x)))
@@ -152,8 +152,7 @@ class ClassAttentionBlock(nn.Module):
         self.attn = ClassAttention(dim, num_heads, qkv_bias, own_token=False)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.gamma_1 = nn.Parameter(torch.full((dim,), float(init_values)))
-        self.gamma_2 = nn.Parameter(torch.full((dim,), float(init_values)))
+        self.gamma_1, self.gamma_2 = layer_scale(dim, init_values), layer_scale(dim, init_values)  # LayerScale
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x_cls = z[:, :1] + self.gamma_1 * self.attn.attend(self.norm1(z))

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from ..layers import (DropPath, Mlp, TokenAttention, check_choice, check_divisible, check_hw, check_positive_int,
                       trunc_normal_init)
+from ..layers.layer_scale import layer_scale
 from ..registry import register_attention, register_model
 from ..timm import register_timm_rules
 from .cait import ClassAttention
@@ -136,8 +137,7 @@ class XCABlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
         self.drop_path = DropPath(drop_path)
-        for name in ("gamma1", "gamma3", "gamma2"):
-            setattr(self, name, nn.Parameter(torch.full((dim,), float(eta))))
+        self.gamma1, self.gamma3, self.gamma2 = layer_scale(dim, eta), layer_scale(dim, eta), layer_scale(dim, eta)
 
     def forward(self, x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
         x = x + self.drop_path(self.gamma1 * self.attn(self.norm1(x)))
@@ -154,8 +154,7 @@ class XCiTClassAttentionBlock(nn.Module):
         self.attn = ClassAttention(dim, num_heads, qkv_bias, own_token=False)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
-        self.gamma1 = nn.Parameter(torch.full((dim,), float(eta)))
-        self.gamma2 = nn.Parameter(torch.full((dim,), float(eta)))
+        self.gamma1, self.gamma2 = layer_scale(dim, eta), layer_scale(dim, eta)
         self.tokens_norm = tokens_norm
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
