@@ -2,7 +2,7 @@
 from .attention import MultiHeadSelfAttention
 from .conv import ConvNormAct
 from .create_act import create_act
-from .drop import DropPath, drop_path_rates
+from .drop import DropPath, drop_path_rates, stage_drop_path_rates
 from .dynamic import per_sample_conv2d
 from .gates import PooledConv1x1, SpatialGate
 from .init import conv_fan_out_init, trunc_normal_init
@@ -20,5 +20,5 @@ __all__ = [
     "MultiHeadSelfAttention", "PooledConv1x1", "SpatialGate", "ConvNormAct", "create_act", "DropPath", "drop_path_rates", "check_choice", "check_divisible",
     "check_positive_int", "check_positive_ints", "check_conv_args", "check_images", "check_stages", "check_train_batch", "TokenAttention", "make_divisible", "reduced_channels", "to_2tuple", "Mlp", "LayerNorm2d", "patch_grid", "resize_pos_grid", "check_hw", "tokens_to_grid", "trunc_normal_init", "conv_fan_out_init",
     "per_sample_conv2d", "heads_for_width", "window_partition", "window_reverse", "PatchEmbed",
-    "pad_to_multiple", "layer_scale",
+    "pad_to_multiple", "layer_scale", "stage_drop_path_rates",
 ]

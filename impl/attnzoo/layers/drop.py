@@ -31,3 +31,10 @@ def drop_path_rates(drop_path_rate: float, num_blocks: int) -> list[float]:
     if num_blocks <= 1:
         return [0.0] * num_blocks
     return [drop_path_rate * i / (num_blocks - 1) for i in range(num_blocks)]
+
+
+def stage_drop_path_rates(drop_path_rate: float, depths) -> list[list[float]]:
+    """``drop_path_rates`` over all ``sum(depths)`` blocks of a multi-stage network, split into one list per stage."""
+    rates = drop_path_rates(drop_path_rate, sum(depths))
+    starts = [sum(depths[:i]) for i in range(len(depths))]
+    return [rates[start:start + depth] for start, depth in zip(starts, depths)]

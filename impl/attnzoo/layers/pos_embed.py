@@ -8,18 +8,21 @@ from .helpers import check_choice, check_positive_int, to_2tuple
 
 
 def resize_pos_grid(pos: torch.Tensor, src_hw: tuple[int, int], dst_hw: tuple[int, int],
-                    mode: str = "bicubic") -> torch.Tensor:
+                    mode: str = "bicubic", align_corners: bool | None = None) -> torch.Tensor:
     """(1, src_h * src_w, D) embeddings in raster order -> (1, dst_h * dst_w, D), resized as an image.
 
     ``mode``: "bicubic" (DeiT, CaiT, timm; corners not aligned) or "bilinear" (corners aligned, as
-    ``scipy.ndimage.zoom(order=1)`` in the ViT authors' code). Returns ``pos`` itself when the grids agree.
+    ``scipy.ndimage.zoom(order=1)`` in the ViT authors' code). ``align_corners``: None for that default of the mode,
+    or a bool (PVT resizes bilinearly with the corners not aligned). Returns ``pos`` itself when the grids agree.
     """
     check_choice("mode", mode, ("bicubic", "bilinear"))
+    if align_corners is None:
+        align_corners = mode == "bilinear"
     src_hw, dst_hw = tuple(src_hw), tuple(dst_hw)
     if src_hw == dst_hw:
         return pos
     grid = pos.reshape(1, src_hw[0], src_hw[1], -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=dst_hw, mode=mode, align_corners=mode == "bilinear")
+    grid = F.interpolate(grid, size=dst_hw, mode=mode, align_corners=align_corners)
     return grid.flatten(2).transpose(1, 2)
 
 

@@ -33,9 +33,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import check_images, DropPath, TokenAttention, check_divisible, check_hw, check_positive_int, check_positive_ints, drop_path_rates
+from ..layers import (check_images, DropPath, TokenAttention, check_divisible, check_hw, check_positive_int,
+                      check_positive_ints)
+from ..layers.drop import stage_drop_path_rates
 from ..registry import register_attention, register_model
-from .pvt import PatchEmbed, check_pyramid
+from .pvt import PatchEmbed, TokenStage, check_pyramid, stage_outputs
 
 _POOL_RATIOS = ((12, 16, 20, 24), (6, 8, 10, 12), (3, 4, 5, 6), (1, 2, 3, 4))
 
@@ -140,8 +142,8 @@ class P2TBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x), hw))
 
 
-class P2TStage(nn.Module):
-    """Overlapping patch embedding, the stage's depthwise convs (one per pooling ratio), blocks:
+class P2TStage(TokenStage):
+    """Overlapping patch embedding, the stage's depthwise convs (one per pooling ratio), blocks, no norm:
     (N, C_in, H, W) -> (N, D, ceil(H / S), ceil(W / S))."""
 
     def __init__(self, in_chans: int, dim: int, patch_size: int, stride: int, depth_rates: list[float],
@@ -151,12 +153,10 @@ class P2TStage(nn.Module):
         self.d_convs = _dw_convs(dim, len(pool_ratios))
         self.blocks = nn.ModuleList([P2TBlock(dim, num_heads, mlp_ratio, pool_ratios, qkv_bias, r)
                                      for r in depth_rates])
+        self.norm = None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, hw = self.patch_embed(x)
-        for block in self.blocks:
-            x = block(x, hw, self.d_convs)
-        return x.transpose(1, 2).reshape(x.shape[0], -1, *hw)
+    def block_extras(self) -> tuple:
+        return (self.d_convs,)
 
 
 class PyramidPoolingTransformer(nn.Module):
@@ -176,11 +176,10 @@ class PyramidPoolingTransformer(nn.Module):
             raise ValueError(f"pool_ratios needs 4 entries (one tuple per stage), got {pool_ratios!r}")
         check_positive_int("num_classes", num_classes)
         check_positive_int("in_chans", in_chans)
-        rates = drop_path_rates(drop_path_rate, sum(depths))
-        starts = [sum(depths[:i]) for i in range(4)]
+        rates = stage_drop_path_rates(drop_path_rate, depths)
         self.stages = nn.ModuleList([
             P2TStage(in_chans if i == 0 else embed_dims[i - 1], embed_dims[i], 7 if i == 0 else 3, 4 if i == 0 else 2,
-                     rates[starts[i]:starts[i] + depths[i]], num_heads[i], mlp_ratios[i], pool_ratios[i], qkv_bias)
+                     rates[i], num_heads[i], mlp_ratios[i], pool_ratios[i], qkv_bias)
             for i in range(4)])
         self.num_features = embed_dims[-1]
         self.head = nn.Linear(embed_dims[-1], num_classes)
@@ -189,11 +188,7 @@ class PyramidPoolingTransformer(nn.Module):
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(N, C, H, W) -> the four stage maps (N, C_i, H_i, W_i), strides 4, 8, 16, 32 (rounded up)."""
         check_images("P2T", x)
-        outs = []
-        for stage in self.stages:
-            x = stage(x)
-            outs.append(x)
-        return outs
+        return stage_outputs(self.stages, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.forward_features(x)[-1].mean(dim=(2, 3)))

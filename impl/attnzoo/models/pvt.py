@@ -34,7 +34,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import (check_images, DropPath, Mlp, TokenAttention, check_divisible, check_hw, check_positive_int, check_stages,
-                      drop_path_rates, to_2tuple, trunc_normal_init)
+                      resize_pos_grid, to_2tuple, trunc_normal_init)
+from ..layers.drop import stage_drop_path_rates
 from ..registry import register_attention, register_model
 
 
@@ -162,6 +163,34 @@ def check_pyramid(depths, embed_dims, num_heads, sr_ratios, mlp_ratios) -> tuple
     return depths, embed_dims, num_heads, sr_ratios, tuple(mlp_ratios)
 
 
+class TokenStage(nn.Module):
+    """The stage of the overlapping-patch pyramids (SegFormer's MiT, P2T): (N, C_in, H, W) -> ``patch_embed`` ->
+    (N, H' W', D) tokens -> ``blocks``, each called as ``block(x, (H', W'), *self.block_extras())`` -> ``norm``
+    (None: none) -> (N, D, H', W'). Subclasses build the three; ``block_extras`` gives what their blocks take beyond
+    the grid (P2T: the stage's depthwise convolutions)."""
+
+    def block_extras(self) -> tuple:
+        return ()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, hw = self.patch_embed(x)
+        extras = self.block_extras()
+        for block in self.blocks:
+            x = block(x, hw, *extras)
+        if self.norm is not None:
+            x = self.norm(x)
+        return x.transpose(1, 2).reshape(x.shape[0], -1, *hw)
+
+
+def stage_outputs(stages: nn.ModuleList, x: torch.Tensor) -> list[torch.Tensor]:
+    """Run ``stages`` in turn on ``x``; the output of every stage."""
+    outs = []
+    for stage in stages:
+        x = stage(x)
+        outs.append(x)
+    return outs
+
+
 class PVTStage(nn.Module):
     """Patch embedding, position table (+ the class token's entry in the last stage), blocks:
     (N, C_in, H, W) -> (N, D, H // P, W // P), or (N, 1 + L, D) tokens with the class token first (last stage)."""
@@ -186,8 +215,7 @@ class PVTStage(nn.Module):
         t = int(self.cls_token is not None)
         if tuple(hw) == self.grid:
             return self.pos_embed
-        grid = self.pos_embed[:, t:].reshape(1, *self.grid, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=hw, mode="bilinear", align_corners=False).flatten(2).transpose(1, 2)
+        grid = resize_pos_grid(self.pos_embed[:, t:], self.grid, hw, "bilinear", align_corners=False)
         return torch.cat([self.pos_embed[:, :t], grid], dim=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -229,12 +257,11 @@ class PyramidVisionTransformer(nn.Module):
         img_hw = to_2tuple(img_size)
         if min(img_hw) < self.min_input_size:
             raise ValueError(f"img_size={img_size} is smaller than the smallest input, {self.min_input_size}")
-        rates = drop_path_rates(drop_path_rate, sum(depths))
-        starts = [sum(depths[:i]) for i in range(4)]
+        rates = stage_drop_path_rates(drop_path_rate, depths)
         self.stages = nn.ModuleList([
             PVTStage(in_chans if i == 0 else embed_dims[i - 1], embed_dims[i], patches[i],
                      tuple(s // strides[i] for s in img_hw), depths[i], num_heads[i], mlp_ratios[i], sr_ratios[i],
-                     qkv_bias, drop_rate, attn_drop_rate, rates[starts[i]:starts[i] + depths[i]], cls_token=i == 3)
+                     qkv_bias, drop_rate, attn_drop_rate, rates[i], cls_token=i == 3)
             for i in range(4)])
         self.norm = nn.LayerNorm(embed_dims[-1], eps=1e-6)
         self.num_features = embed_dims[-1]
@@ -248,11 +275,8 @@ class PyramidVisionTransformer(nn.Module):
         """The four stage outputs: maps (N, D_i, H_i, W_i) for stages 1-3, then the normalized last-stage tokens
         (N, 1 + H_4 W_4, D_4), class token first."""
         self.check_input(x)
-        outs = []
-        for stage in self.stages:
-            x = stage(x)
-            outs.append(x)
-        outs[-1] = self.norm(x)
+        outs = stage_outputs(self.stages, x)
+        outs[-1] = self.norm(outs[-1])
         return outs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

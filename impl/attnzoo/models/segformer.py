@@ -43,10 +43,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import check_images, ConvNormAct, check_positive_int, drop_path_rates
+from ..layers import check_images, ConvNormAct, check_positive_int
+from ..layers.drop import stage_drop_path_rates
 from ..registry import register_model
 from ..timm import register_timm_rules
-from .pvt import Block, PatchEmbed, check_pyramid
+from .pvt import Block, PatchEmbed, TokenStage, check_pyramid, stage_outputs
 
 
 class MixFFN(nn.Module):
@@ -68,7 +69,7 @@ class MixFFN(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(x))))
 
 
-class MiTStage(nn.Module):
+class MiTStage(TokenStage):
     """Overlapping patch merging (``models.pvt.PatchEmbed`` with padding P // 2), blocks with Mix-FFN, LayerNorm:
     (N, C_in, H, W) -> (N, D, ceil(H / S), ceil(W / S))."""
 
@@ -79,12 +80,6 @@ class MiTStage(nn.Module):
         self.blocks = nn.ModuleList([Block(dim, num_heads, mlp_ratio, sr_ratio, qkv_bias, drop, attn_drop, r, MixFFN)
                                      for r in depth_rates])
         self.norm = nn.LayerNorm(dim, eps=1e-6)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, hw = self.patch_embed(x)
-        for block in self.blocks:
-            x = block(x, hw)
-        return self.norm(x).transpose(1, 2).reshape(x.shape[0], -1, *hw)
 
 
 def _mit_init(m: nn.Module) -> None:
@@ -123,12 +118,11 @@ class MixVisionTransformer(nn.Module):
             raise ValueError(f"num_classes must be a non-negative integer (0: no head), got {num_classes!r}")
         self.sr_ratios = sr_ratios
         self.min_input_size = next(s for s in range(1, 4097) if all(g >= r for g, r in zip(self.grids(s), sr_ratios)))
-        rates = drop_path_rates(drop_path_rate, sum(depths))
-        starts = [sum(depths[:i]) for i in range(4)]
+        rates = stage_drop_path_rates(drop_path_rate, depths)
         self.stages = nn.ModuleList([
             MiTStage(in_chans if i == 0 else embed_dims[i - 1], embed_dims[i], 7 if i == 0 else 3, 4 if i == 0 else 2,
-                     rates[starts[i]:starts[i] + depths[i]], num_heads[i], mlp_ratios[i], sr_ratios[i], qkv_bias,
-                     drop_rate, attn_drop_rate) for i in range(4)])
+                     rates[i], num_heads[i], mlp_ratios[i], sr_ratios[i], qkv_bias, drop_rate, attn_drop_rate)
+            for i in range(4)])
         self.embed_dims = embed_dims
         self.num_features = embed_dims[-1]
         self.head_drop = nn.Dropout(drop_rate)
@@ -146,11 +140,7 @@ class MixVisionTransformer(nn.Module):
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(N, C, H, W) -> the four normalized stage maps (N, C_i, H_i, W_i), strides 4, 8, 16, 32 (rounded up)."""
         check_images(f"MiT with sr_ratios={self.sr_ratios}", x, self.min_input_size, "one reduction window per stage")
-        outs = []
-        for stage in self.stages:
-            x = stage(x)
-            outs.append(x)
-        return outs
+        return stage_outputs(self.stages, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.forward_features(x)[-1].mean(dim=(2, 3))
