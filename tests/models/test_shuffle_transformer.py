@@ -6,20 +6,20 @@ import torch
 import torch.nn.functional as F
 
 from attnzoo import create_attention, create_model
-from attnzoo.models.shuffle_transformer import (ShuffleBlock, ShuffleWindowAttention, shuffle_partition,
-                                                    shuffle_reverse)
+from attnzoo.layers import window_partition, window_reverse
+from attnzoo.models.shuffle_transformer import ShuffleBlock, ShuffleWindowAttention
 
 
 def test_shuffled_window_gathers_strided_tokens():
     """On a 6 x 9 map with 3 x 3 windows (Hg = 2, Wg = 3), window (a, b) holds the tokens (2 i + a, 3 j + b)."""
     ys, xs = torch.meshgrid(torch.arange(6), torch.arange(9), indexing="ij")
     coords = torch.stack([ys, xs], -1)[None]  # (1, 6, 9, 2)
-    windows = shuffle_partition(coords, (3, 3))  # (6 windows, 9, 2)
+    windows = window_partition(coords, (3, 3), strided=True)  # (6 windows, 9, 2)
     for a in range(2):
         for b in range(3):
             expected = [(2 * i + a, 3 * j + b) for i in range(3) for j in range(3)]
             assert [tuple(t) for t in windows[a * 3 + b].tolist()] == expected
-    assert torch.equal(shuffle_reverse(windows, (3, 3), 6, 9), coords)
+    assert torch.equal(window_reverse(windows, (3, 3), 6, 9, strided=True), coords)
 
 
 def test_shuffled_attention_is_window_attention_on_the_permuted_map():

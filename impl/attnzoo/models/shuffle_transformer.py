@@ -45,22 +45,6 @@ from ..registry import register_attention, register_model
 from .swin import relative_position_index
 
 
-def shuffle_partition(x: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
-    """(B, H, W, C) -> (B * nW, wh * ww, C): window (a, b) holds the tokens (i * H / wh + a, j * W / ww + b)."""
-    b, h, w, c = x.shape
-    wh, ww = window
-    x = x.reshape(b, wh, h // wh, ww, w // ww, c).permute(0, 2, 4, 1, 3, 5)
-    return x.reshape(-1, wh * ww, c)
-
-
-def shuffle_reverse(windows: torch.Tensor, window: tuple[int, int], h: int, w: int) -> torch.Tensor:
-    """Inverse of ``shuffle_partition``: (B * nW, wh * ww, C) -> (B, H, W, C)."""
-    wh, ww = window
-    c = windows.shape[-1]
-    x = windows.reshape(-1, h // wh, w // ww, wh, ww, c).permute(0, 3, 1, 4, 2, 5)
-    return x.reshape(-1, h, w, c)
-
-
 @register_attention("shuffle_window_attn", layout="nlc")
 class ShuffleWindowAttention(TokenAttention):
     """(N, L, C) tokens on an H x W grid -> same, ``forward(x, hw=(H, W))``; (N, C, H, W) maps -> same.
@@ -99,9 +83,7 @@ class ShuffleWindowAttention(TokenAttention):
         window = (min(m, h), min(m, w))
         ph, pw = (-h) % window[0], (-w) % window[1]
         x = F.pad(x.reshape(n, h, w, c), (0, 0, 0, pw, 0, ph))
-        partition, reverse = (shuffle_partition, shuffle_reverse) if self.shuffle else (window_partition,
-                                                                                          window_reverse)
-        windows = partition(self.qkv(x), window)  # (N * nW, T, 3C)
+        windows = window_partition(self.qkv(x), window, strided=self.shuffle)  # (N * nW, T, 3C)
         t = window[0] * window[1]
         q, k, v = windows.reshape(-1, t, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         bias = None
@@ -111,7 +93,8 @@ class ShuffleWindowAttention(TokenAttention):
             bias = self.relative_position_bias_table[index].reshape(t, t, -1).permute(2, 0, 1)[None].to(q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
                                              dropout_p=self.attn_drop if self.training else 0.0)
-        out = reverse(out.transpose(1, 2).reshape(-1, t, c), window, h + ph, w + pw)[:, :h, :w]
+        out = window_reverse(out.transpose(1, 2).reshape(-1, t, c), window, h + ph, w + pw, strided=self.shuffle)
+        out = out[:, :h, :w]
         return self.proj_drop(self.proj(out.reshape(n, h * w, c)))
 
     def extra_repr(self) -> str:
