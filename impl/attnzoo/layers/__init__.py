@@ -5,6 +5,7 @@ from .create_act import create_act
 from .drop import DropPath, drop_path_rates, stage_drop_path_rates
 from .dynamic import per_sample_conv2d
 from .gates import PooledConv1x1, SpatialGate
+from .head import pooled_logits
 from .init import conv_fan_out_init, trunc_normal_init
 from .layer_scale import layer_scale
 from .helpers import (check_choice, check_conv_args, check_images, check_stages, check_train_batch, check_divisible, check_positive_int, check_positive_ints, heads_for_width, make_divisible, reduced_channels,
@@ -21,4 +22,5 @@ __all__ = [
     "check_positive_int", "check_positive_ints", "check_conv_args", "check_images", "check_stages", "check_train_batch", "TokenAttention", "make_divisible", "reduced_channels", "to_2tuple", "Mlp", "LayerNorm2d", "patch_grid", "resize_pos_grid", "check_hw", "tokens_to_grid", "trunc_normal_init", "conv_fan_out_init",
     "per_sample_conv2d", "heads_for_width", "window_partition", "window_reverse", "PatchEmbed",
     "pad_to_multiple", "layer_scale", "stage_drop_path_rates",
+    "pooled_logits",
 ]

@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 
 from ..layers import check_images, check_choice, check_positive_int, create_act, make_divisible
+from ..layers.head import pooled_logits
 from ..layers.mbconv import ConvBnAct, DepthwiseSeparable, FusedMBConv, MBConv, conv2d
 from ..registry import get_attn, get_conv, register_model
 from ..timm import register_timm_rules
@@ -200,10 +201,8 @@ class MBConvNet(nn.Module):
         return x
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.mean((2, 3), keepdim=True)
-        if self.head_type == "pool_conv":
-            x = self.act2(self.conv_head(x))
-        return self.classifier(self.dropout(x.flatten(1)))
+        after_pool = self.head_type == "pool_conv"
+        return pooled_logits(x, self.classifier, self.dropout, self.conv_head if after_pool else None, self.act2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

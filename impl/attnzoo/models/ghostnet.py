@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from ..convs.ghost import GhostModule
 from ..layers import check_images, check_positive_int, make_divisible
+from ..layers.head import pooled_logits
 from ..registry import create_attention, get_attn, register_model
 from ..timm import register_timm_rules
 
@@ -133,8 +134,7 @@ class GhostNet(nn.Module):
         return self.blocks(self.act1(self.bn1(self.conv_stem(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = self.forward_features(x).mean(dim=(2, 3), keepdim=True)
-        return self.classifier(self.head_drop(self.act2(self.conv_head(pooled)).flatten(1)))
+        return pooled_logits(self.forward_features(x), self.classifier, self.head_drop, self.conv_head, self.act2)
 
 
 # timm's GhostNet (timm/models/ghostnet.py) has the authors' names, which are ours; its SE calls its 1x1s

@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 
 from ..layers import check_images, check_positive_int, create_act, make_divisible, conv_fan_out_init
+from ..layers.head import pooled_logits
 from ..registry import get_attn, get_conv, register_model
 from ..timm import register_timm_rules
 
@@ -104,7 +105,7 @@ class MobileNetV1(nn.Module):
         return self.blocks(self.act1(self.bn1(self.conv_stem(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.head_drop(self.forward_features(x).mean(dim=(2, 3))))
+        return pooled_logits(self.forward_features(x), self.classifier, self.head_drop)
 
 
 # timm's MobileNet V1 (an EfficientNet built from "dsa" blocks, timm/models/efficientnet.py) has our names; its

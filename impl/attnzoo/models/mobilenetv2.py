@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from ..layers import check_images, check_positive_int, conv_fan_out_init, create_act, make_divisible
+from ..layers.head import pooled_logits
 from ..layers.mbconv import DepthwiseSeparable, MBConv, conv2d
 from ..registry import get_attn, get_conv, register_model
 from ..timm import register_timm_rules
@@ -80,7 +81,7 @@ class MobileNetV2(nn.Module):
         return self.act2(self.bn2(self.conv_head(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.forward_features(x).mean(dim=(2, 3))))
+        return pooled_logits(self.forward_features(x), self.classifier, self.dropout)
 
 
 # timm's MobileNetV2 (timm/models/efficientnet.py, _efficientnet_blocks.py) has our module names: no renames.
