@@ -80,19 +80,10 @@ class PairFuse(nn.Module):
         return F.relu(self.norm(y))
 
 
-def _check_prev(module: nn.Module, prev) -> None:
-    if prev is not None and not module.connected:
-        raise ValueError(f"{type(module).__name__} was built without prev_channels (the first block of a chain) "
-                         "and cannot take a previous attention state")
-
-
-@register_attention("dca_se")
-class DcaSqueezeExcite(SqueezeExcite):
-    """(N, C, H, W) -> (N, C, H, W): SE whose squeezed vector is fused with the previous SE's output.
-
-    Args:
-        channels: C. rd_ratio / rd_channels: SE bottleneck (code: r = 16).
-        prev_channels: width of the previous attention's state; None for the first block (no connection layers).
+class Connected:
+    """What the three DCA attentions share, placed before the plain attention in their bases: the constructor
+    (the plain attention's, then, with ``prev_channels`` given, the connection layers of ``build_connection``),
+    the check of the previous state, and ``forward`` = the first block of a chain, ``forward_connected(x, None)``.
     """
 
     def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None,
@@ -100,25 +91,46 @@ class DcaSqueezeExcite(SqueezeExcite):
         super().__init__(channels, rd_ratio, rd_channels)
         self.connected = prev_channels is not None
         if self.connected:
-            check_positive_int("prev_channels", prev_channels)
-            self.project = (nn.Identity() if prev_channels == channels else
-                            nn.Sequential(nn.Linear(prev_channels, channels), nn.LayerNorm(channels), nn.ReLU()))
-            self.fuse = PairFuse(channels)
+            self.build_connection(channels, check_positive_int("prev_channels", prev_channels), rd_ratio,
+                                  rd_channels)
 
-    def forward_connected(self, x: torch.Tensor, prev: torch.Tensor | None):
-        """x (N, C, H, W), prev (N, C_prev) or None -> (y (N, C, H, W), state (N, C))."""
-        _check_prev(self, prev)
-        c = x.mean(dim=(2, 3))
-        z = c if prev is None else self.fuse(c, self.project(prev))
-        s = self.gate(self.fc2(self.act(self.fc1(z[:, :, None, None])))).flatten(1)
-        return x * s[:, :, None, None], c * s
+    def build_connection(self, channels: int, prev_channels: int, rd_ratio: float, rd_channels: int | None):
+        raise NotImplementedError
+
+    def check_prev(self, prev) -> None:
+        if prev is not None and not self.connected:
+            raise ValueError(f"{type(self).__name__} was built without prev_channels (the first block of a chain) "
+                             "and cannot take a previous attention state")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_connected(x, None)[0]
 
 
+@register_attention("dca_se")
+class DcaSqueezeExcite(Connected, SqueezeExcite):
+    """(N, C, H, W) -> (N, C, H, W): SE whose squeezed vector is fused with the previous SE's output.
+
+    Args:
+        channels: C. rd_ratio / rd_channels: SE bottleneck (code: r = 16).
+        prev_channels: width of the previous attention's state; None for the first block (no connection layers).
+    """
+
+    def build_connection(self, channels: int, prev_channels: int, rd_ratio, rd_channels):
+        self.project = (nn.Identity() if prev_channels == channels else
+                        nn.Sequential(nn.Linear(prev_channels, channels), nn.LayerNorm(channels), nn.ReLU()))
+        self.fuse = PairFuse(channels)
+
+    def forward_connected(self, x: torch.Tensor, prev: torch.Tensor | None):
+        """x (N, C, H, W), prev (N, C_prev) or None -> (y (N, C, H, W), state (N, C))."""
+        self.check_prev(prev)
+        c = x.mean(dim=(2, 3))
+        z = c if prev is None else self.fuse(c, self.project(prev))
+        s = self.gate(self.fc2(self.act(self.fc1(z[:, :, None, None])))).flatten(1)
+        return x * s[:, :, None, None], c * s
+
+
 @register_attention("dca_cbam")
-class DcaCBAM(CBAM):
+class DcaCBAM(Connected, CBAM):
     """(N, C, H, W) -> (N, C, H, W): CBAM whose channel and spatial descriptors are fused with the previous
     CBAM's channel-gated and output maps.
 
@@ -127,17 +139,12 @@ class DcaCBAM(CBAM):
         prev_channels: width of the previous CBAM's maps; None for the first block (no connection layers).
     """
 
-    def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None,
-                 prev_channels: int | None = None):
-        super().__init__(channels, rd_ratio, rd_channels)
-        self.connected = prev_channels is not None
-        if self.connected:
-            check_positive_int("prev_channels", prev_channels)
-            self.project = (nn.Identity() if prev_channels == channels else nn.Sequential(
-                nn.Conv2d(prev_channels, channels, 1), nn.BatchNorm2d(channels), nn.ReLU()))
-            self.channel_fuse = PairFuse(channels, bias=False)
-            self.p = nn.Parameter(torch.tensor([1.0, 0.0]))   # the code's p1, p2
-            self.spatial_fuse = nn.Sequential(nn.BatchNorm2d(2), nn.ReLU())
+    def build_connection(self, channels: int, prev_channels: int, rd_ratio, rd_channels):
+        self.project = (nn.Identity() if prev_channels == channels else nn.Sequential(
+            nn.Conv2d(prev_channels, channels, 1), nn.BatchNorm2d(channels), nn.ReLU()))
+        self.channel_fuse = PairFuse(channels, bias=False)
+        self.p = nn.Parameter(torch.tensor([1.0, 0.0]))   # the code's p1, p2
+        self.spatial_fuse = nn.Sequential(nn.BatchNorm2d(2), nn.ReLU())
 
     def channel_weights(self, x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
         """M_c, shape (N, C, 1, 1), from [avg; max] descriptors (fused with the previous map's, if any)."""
@@ -162,18 +169,15 @@ class DcaCBAM(CBAM):
 
     def forward_connected(self, x: torch.Tensor, prev: tuple[torch.Tensor, torch.Tensor] | None):
         """x (N, C, H, W), prev (channel map, output map) of the previous CBAM or None -> (y, (x', y))."""
-        _check_prev(self, prev)
+        self.check_prev(prev)
         prev_c, prev_s = (None, None) if prev is None else prev
         xc = x * self.channel_weights(x, prev_c)
         y = xc * self.spatial_weights(xc, prev_s) if self.spatial is not None else xc
         return y, (xc, y)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_connected(x, None)[0]
-
 
 @register_attention("dca_gc")
-class DcaGlobalContext(GlobalContext):
+class DcaGlobalContext(Connected, GlobalContext):
     """(N, C, H, W) -> (N, C, H, W): x + T(c + lambda P(a_prev)), GC whose context receives the previous GC's term.
 
     Args:
@@ -181,29 +185,21 @@ class DcaGlobalContext(GlobalContext):
         prev_channels: width of the previous GC's term; None for the first block (no connection layers).
     """
 
-    def __init__(self, channels: int, rd_ratio: float = 1 / 16, rd_channels: int | None = None,
-                 prev_channels: int | None = None):
-        super().__init__(channels, rd_ratio, rd_channels)
-        self.connected = prev_channels is not None
-        if self.connected:
-            check_positive_int("prev_channels", prev_channels)
-            rd = reduced_channels(channels, rd_ratio, rd_channels)
-            self.project = (nn.Identity() if prev_channels == channels else nn.Sequential(
-                nn.Linear(prev_channels, rd), nn.LayerNorm(rd), nn.ReLU(), nn.Linear(rd, channels)))
-            self.weight = nn.Parameter(torch.zeros(1))
+    def build_connection(self, channels: int, prev_channels: int, rd_ratio, rd_channels):
+        rd = reduced_channels(channels, rd_ratio, rd_channels)
+        self.project = (nn.Identity() if prev_channels == channels else nn.Sequential(
+            nn.Linear(prev_channels, rd), nn.LayerNorm(rd), nn.ReLU(), nn.Linear(rd, channels)))
+        self.weight = nn.Parameter(torch.zeros(1))
 
     def forward_connected(self, x: torch.Tensor, prev: torch.Tensor | None):
         """x (N, C, H, W), prev (N, C_prev) or None -> (y (N, C, H, W), state T(c') (N, C))."""
-        _check_prev(self, prev)
+        self.check_prev(prev)
         c = self.context(x)
         if prev is not None:
             c = c + self.weight.to(c.dtype) * self.project(prev)
         t = self.transform(c).to(x.dtype)
         y = x + t[:, :, None, None] if self.fusion == "add" else x * torch.sigmoid(t)[:, :, None, None]
         return y, t
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_connected(x, None)[0]
 
 
 for _name in ("se", "cbam", "gc"):
