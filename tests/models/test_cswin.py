@@ -93,19 +93,14 @@ def test_stripe_wider_than_the_map_is_full_attention():
         torch.testing.assert_close(cross(x, hw=(5, 7)), full(x, hw=(5, 7)))
 
 
-def test_stage_shapes_and_odd_sizes():
+def test_stage_shapes_and_odd_sizes(output_shapes):
     model = create_model("cswin_tiny_224", num_classes=10, embed_dim=16, depths=(1, 1, 1, 1),
                          num_heads=(2, 2, 2, 2)).eval()
-    shapes = []
-    hooks = [s.register_forward_hook(lambda mod, i, o: shapes.append(tuple(o.shape))) for s in model.stages]
-    with torch.no_grad():
-        assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
-        assert model(torch.randn(1, 3, 67, 45)).shape == (1, 10)
-    for hk in hooks:
-        hk.remove()
-    assert shapes[:4] == [(1, 16, 16, 16), (1, 8, 8, 32), (1, 4, 4, 64), (1, 2, 2, 128)]
+    shapes, y = output_shapes(model, model.stages, torch.randn(1, 3, 64, 64))
+    assert shapes == [(1, 16, 16, 16), (1, 8, 8, 32), (1, 4, 4, 64), (1, 2, 2, 128)] and y.shape == (1, 10)
     # stem floor((67 + 4 - 7) / 4) + 1 = 17 x 11, then ceil halvings.
-    assert shapes[4:] == [(1, 17, 11, 16), (1, 9, 6, 32), (1, 5, 3, 64), (1, 3, 2, 128)]
+    shapes, y = output_shapes(model, model.stages, torch.randn(1, 3, 67, 45))
+    assert shapes == [(1, 17, 11, 16), (1, 9, 6, 32), (1, 5, 3, 64), (1, 3, 2, 128)] and y.shape == (1, 10)
     with pytest.raises(ValueError, match="at least 3x3"):
         model(torch.randn(1, 3, 2, 9))
 
@@ -124,14 +119,10 @@ def test_variants_are_data():
     assert [round(sum(p.numel() for p in m.parameters()) / 1e4) for m in (t, s, b)] == [2232, 3464, 7738]
 
 
-def test_registered_attention_on_feature_maps():
+def test_registered_attention_on_feature_maps(assert_maps_match_tokens):
     m = create_attention("cswin_attn", 64, split_size=3).eval()
-    x = torch.randn(2, 64, 11, 7)
-    with torch.no_grad():
-        y = m(x)
-        tokens = m(x.flatten(2).transpose(1, 2), hw=(11, 7))
-    assert y.shape == x.shape and m.num_heads == 2
-    torch.testing.assert_close(tokens.transpose(1, 2).reshape(x.shape), y)
+    assert_maps_match_tokens(m, torch.randn(2, 64, 11, 7))
+    assert m.num_heads == 2
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -56,15 +56,10 @@ def test_block_is_shift_then_residual_mlp():
         torch.testing.assert_close(block(x), ref)
 
 
-def test_stage_shapes_and_sizes():
+def test_stage_shapes_and_sizes(output_shapes):
     model = ShiftViT(num_classes=10, embed_dim=16, depths=(1, 1, 1, 1), n_div=4).eval()
-    shapes = []
-    hooks = [s.register_forward_hook(lambda mod, i, o: shapes.append(tuple(o.shape))) for s in
-             [model.patch_embed, *model.stages]]
-    with torch.no_grad():
-        assert model(torch.randn(1, 3, 67, 45)).shape == (1, 10)
-    for hk in hooks:
-        hk.remove()
+    shapes, y = output_shapes(model, [model.patch_embed, *model.stages], torch.randn(1, 3, 67, 45))
+    assert y.shape == (1, 10)
     # floor(67 / 4) x floor(45 / 4) = 16 x 11, then floored halvings at the end of stages 1-3
     assert shapes == [(1, 16, 16, 11), (1, 32, 8, 5), (1, 64, 4, 2), (1, 128, 2, 1), (1, 128, 2, 1)]
     with pytest.raises(ValueError, match="at least 32x32"):

@@ -95,19 +95,14 @@ def test_neighbour_window_branch_links_adjacent_windows():
     assert grad_across_border() == 0
 
 
-def test_stage_shapes_and_sizes():
+def test_stage_shapes_and_sizes(output_shapes):
     model = create_model("shuffle_tiny_patch4_window7_224", num_classes=10, embed_dim=32, depths=(2, 2, 2, 2),
                          num_heads=(1, 2, 4, 8)).eval()
-    shapes = []
-    hooks = [s.register_forward_hook(lambda mod, i, o: shapes.append(tuple(o.shape))) for s in model.stages]
-    with torch.no_grad():
-        assert model(torch.randn(1, 3, 112, 112)).shape == (1, 10)
-        assert model(torch.randn(1, 3, 67, 45)).shape == (1, 10)
-    for hk in hooks:
-        hk.remove()
-    assert shapes[:4] == [(1, 32, 28, 28), (1, 64, 14, 14), (1, 128, 7, 7), (1, 256, 3, 3)]
+    shapes, y = output_shapes(model, model.stages, torch.randn(1, 3, 112, 112))
+    assert shapes == [(1, 32, 28, 28), (1, 64, 14, 14), (1, 128, 7, 7), (1, 256, 3, 3)] and y.shape == (1, 10)
     # stem ceil(67 / 4) x ceil(45 / 4) = 17 x 12, then floored halvings (2 x 2 stride-2 convolutions).
-    assert shapes[4:] == [(1, 32, 17, 12), (1, 64, 8, 6), (1, 128, 4, 3), (1, 256, 2, 1)]
+    shapes, y = output_shapes(model, model.stages, torch.randn(1, 3, 67, 45))
+    assert shapes == [(1, 32, 17, 12), (1, 64, 8, 6), (1, 128, 4, 3), (1, 256, 2, 1)] and y.shape == (1, 10)
     with pytest.raises(ValueError, match="at least 29x29"):
         model(torch.randn(1, 3, 28, 64))
 
@@ -125,14 +120,10 @@ def test_variants_are_data():
     assert sum(p.numel() for p in b.parameters()) == 88398560
 
 
-def test_registered_attention_on_feature_maps():
+def test_registered_attention_on_feature_maps(assert_maps_match_tokens):
     m = create_attention("shuffle_window_attn", 64, window_size=3).eval()
-    x = torch.randn(2, 64, 9, 7)
-    with torch.no_grad():
-        y = m(x)
-        tokens = m(x.flatten(2).transpose(1, 2), hw=(9, 7))
-    assert y.shape == x.shape and m.num_heads == 2 and m.shuffle
-    torch.testing.assert_close(tokens.transpose(1, 2).reshape(x.shape), y)
+    assert_maps_match_tokens(m, torch.randn(2, 64, 9, 7))
+    assert m.num_heads == 2 and m.shuffle
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -99,18 +99,13 @@ def test_window_and_shift_rule():
     assert m.window_and_shift(5, 20) == ((5, 7), (0, 3))
 
 
-def test_stage_shapes():
+def test_stage_shapes(output_shapes):
     model = create_model("swin_tiny_patch4_window7_224", num_classes=10).eval()
-    shapes = []
-    hooks = [s.register_forward_hook(lambda mod, i, o: shapes.append(tuple(o.shape))) for s in model.layers]
-    with torch.no_grad():
-        model(torch.randn(1, 3, 224, 224))
-        model(torch.randn(1, 3, 67, 45))
-    for h in hooks:
-        h.remove()
-    assert shapes[:4] == [(1, 56, 56, 96), (1, 28, 28, 192), (1, 14, 14, 384), (1, 7, 7, 768)]
+    shapes, _ = output_shapes(model, model.layers, torch.randn(1, 3, 224, 224))
+    assert shapes == [(1, 56, 56, 96), (1, 28, 28, 192), (1, 14, 14, 384), (1, 7, 7, 768)]
     # 67 x 45 -> patches ceil(67/4) x ceil(45/4) = 17 x 12, then ceil halvings.
-    assert shapes[4:] == [(1, 17, 12, 96), (1, 9, 6, 192), (1, 5, 3, 384), (1, 3, 2, 768)]
+    shapes, _ = output_shapes(model, model.layers, torch.randn(1, 3, 67, 45))
+    assert shapes == [(1, 17, 12, 96), (1, 9, 6, 192), (1, 5, 3, 384), (1, 3, 2, 768)]
 
 
 def test_variants_are_data():
@@ -122,14 +117,10 @@ def test_variants_are_data():
     assert [blk.attn.num_heads for st in b.layers for blk in st.blocks[:1]] == [4, 8, 16, 32]
 
 
-def test_registered_window_attention_on_feature_maps():
+def test_registered_window_attention_on_feature_maps(assert_maps_match_tokens):
     m = create_attention("swin_window_attn", 64, shift_size=3).eval()
-    x = torch.randn(2, 64, 15, 9)
-    with torch.no_grad():
-        y = m(x)
-        tokens = m(x.flatten(2).transpose(1, 2), hw=(15, 9))
-    assert y.shape == x.shape and m.num_heads == 2
-    torch.testing.assert_close(tokens.transpose(1, 2).reshape(x.shape), y)
+    assert_maps_match_tokens(m, torch.randn(2, 64, 15, 9))
+    assert m.num_heads == 2
 
 
 @pytest.mark.parametrize("kwargs,match", [
