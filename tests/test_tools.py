@@ -19,8 +19,10 @@ ROOT = project_root()
 def test_schema_is_valid_and_every_entry_passes():
     schema = json.loads(SCHEMA.read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml where PyYAML has it: ten times faster
     for path in (ROOT / "catalogue").glob("*.yaml"):
-        jsonschema.validate(yaml.safe_load(path.read_text()), schema)
+        validator.validate(yaml.load(path.read_text(), Loader=loader))
 
 
 def test_the_repository_itself_passes_check_and_readme_check(capsys):
