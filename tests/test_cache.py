@@ -81,12 +81,39 @@ def test_models_keeping_a_layer_factory_pickle():
     assert type(pickle.loads(pickle.dumps(model))).__name__ == type(model).__name__
 
 
-def test_results_are_remembered_per_source_version(tmp_path, monkeypatch):
-    monkeypatch.setenv("ATTNZOO_CACHE", str(tmp_path))
+def _package(root, files: dict):
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+def test_results_are_remembered_with_the_paper_files_they_depend_on(tmp_path, monkeypatch):
+    pkg = _package(tmp_path / "attnzoo", {"registry.py": "", "layers/norm.py": "", "models/__init__.py": "",
+                                          "models/deit.py": "from .vit import Block\n", "models/vit.py": "",
+                                          "models/other.py": "", "attention/se.py": ""})
+    monkeypatch.setattr(cache, "PACKAGE", pkg)
+    monkeypatch.setenv("ATTNZOO_CACHE", str(tmp_path / "cache"))
+    cache._shared_hash.cache_clear()
     calls = []
-    compute = lambda: calls.append(1) or [{"file": "f.py", "message": "m"}]  # noqa: E731
-    assert cache.cached_for_this_source("demo", compute) == cache.cached_for_this_source("demo", compute)
-    assert calls == [1]
-    monkeypatch.setattr(cache, "_code_hash", lambda: "another-version")  # any edit to the package's source
-    cache.cached_for_this_source("demo", compute)
-    assert calls == [1, 1]
+
+    def build():
+        calls.append(1)
+        return {"built": len(calls)}, {"attnzoo.models.deit", "attnzoo.attention.se", "torch.nn.modules.conv"}
+
+    def edit(rel):
+        path = pkg / rel
+        path.write_text(path.read_text() + "# edited\n")
+        cache._shared_hash.cache_clear()
+
+    assert cache.cached_by_files("demo", build) == {"built": 1}
+    assert cache.cached_by_files("demo", build) == {"built": 1} and len(calls) == 1
+    edit("models/other.py")  # a paper the build does not use
+    assert cache.cached_by_files("demo", build) == {"built": 1} and len(calls) == 1
+    for rel in ("models/vit.py", "attention/se.py", "models/deit.py", "layers/norm.py", "models/__init__.py"):
+        edit(rel)  # imported by deit; the class of a built submodule; the paper itself; shared code (twice)
+        before = len(calls)
+        assert cache.cached_by_files("demo", build) == {"built": before + 1}, rel
+    assert cache.cached_by_files("never", lambda: (calls.append(1) or "failed", None)) == "failed"
+    assert cache.cached_by_files("never", lambda: (calls.append(1) or "failed", None)) == "failed"
+    assert calls.count(1) == 8, "a value without modules is never remembered"

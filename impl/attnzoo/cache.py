@@ -10,10 +10,13 @@ another model.
 
 Files live in ``$ATTNZOO_CACHE`` (default ``~/.cache/attnzoo``), one small JSON file per key, written atomically,
 so parallel test workers and notebook kernels share them. ``ATTNZOO_CACHE=off`` disables the cache. The same
-folder keeps ``attnzoo check``'s build results per source version (``cached_for_this_source``).
+folder keeps ``attnzoo check``'s build results per registered name, keyed by the files the build depends on
+(``cached_by_files``: the package outside the paper folders, the paper's file, and the paper files of the classes
+it builds and of what they import), so a check after editing one paper builds that paper again, not all of them.
 """
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import json
@@ -25,6 +28,9 @@ from typing import Callable
 
 import torch
 import torch.nn as nn
+
+PACKAGE = Path(__file__).parent
+PAPER_FOLDERS = ("attention", "convs", "blocks", "models")  # one file per paper; everything else is shared
 
 _PLAIN = (bool, int, float, str, type(None), torch.dtype, torch.device, torch.Size)
 # nn.Module's own bookkeeping (tensors, submodules and forward/backward hooks are fingerprinted separately)
@@ -111,19 +117,85 @@ def cached_macs(model: nn.Module, input_shape: tuple[int, ...], count: Callable[
     return macs
 
 
-def cached_for_this_source(name: str, compute: Callable[[], object]) -> object:
-    """``compute()`` (a JSON value that depends only on this package's source and torch's version), or the value an
-    earlier call stored for the same source: ``attnzoo check`` builds every registered module once per version."""
+def _is_paper_file(path: Path) -> bool:
+    rel = path.relative_to(PACKAGE).parts
+    return len(rel) == 2 and rel[0] in PAPER_FOLDERS and rel[1] != "__init__.py"
+
+
+def _file_hash(path: Path) -> str:
+    stat = path.stat()
+    return _hash_of(path, stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _hash_of(path: Path, mtime_ns: int, size: int) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _shared_hash() -> str:
+    """torch's version and every file of the package outside the paper folders (layers, registry, ...)."""
+    h = hashlib.sha1(torch.__version__.encode())
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if not _is_paper_file(path):
+            h.update(f"{path.relative_to(PACKAGE).as_posix()}:{_file_hash(path)};".encode())
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _paper_imports(path: Path) -> frozenset[Path]:
+    """The paper files ``path`` imports (relative imports such as ``from .vit import X`` or ``from ..attention
+    import se``), transitively."""
+    found, todo = set(), [path]
+    while todo:
+        current = todo.pop()
+        for node in ast.walk(ast.parse(current.read_bytes())):
+            if not (isinstance(node, ast.ImportFrom) and node.level):
+                continue
+            base = current.parent
+            for _ in range(node.level - 1):
+                base = base.parent
+            base = base.joinpath(*(node.module or "").split(".")) if node.module else base
+            for target in [base.with_suffix(".py"), *(base / f"{a.name}.py" for a in node.names)]:
+                if target.is_file() and target.parent.parent == PACKAGE and _is_paper_file(target) \
+                        and target not in found:
+                    found.add(target)
+                    todo.append(target)
+    return frozenset(found)
+
+
+def _module_path(module: str) -> Path | None:
+    parts = module.split(".")
+    path = PACKAGE.joinpath(*parts[1:]).with_suffix(".py") if parts[0] == PACKAGE.name else None
+    return path if path is not None and path.is_file() and _is_paper_file(path) else None
+
+
+def _dependencies(modules) -> dict[str, str]:
+    """{paper file relative to the package: its hash} for the dotted ``modules`` and the paper files they import."""
+    paths = {p for p in map(_module_path, modules) if p is not None}
+    paths |= {q for p in list(paths) for q in _paper_imports(p)}
+    return {p.relative_to(PACKAGE).as_posix(): _file_hash(p) for p in sorted(paths)}
+
+
+def cached_by_files(name: str, compute: Callable[[], tuple[object, set[str] | None]]) -> object:
+    """The value of ``compute()``, remembered with the paper files it depends on.
+
+    ``compute`` returns ``(value, modules)``: a JSON value and the dotted names of the modules whose code made it
+    (None: do not remember it). The value is reused while the shared files and each of those paper files (and the
+    paper files they import) are unchanged, wherever the package lives (a copy elsewhere shares the results)."""
     folder = cache_dir("results")
-    if folder is None:
-        return compute()
-    path = folder / f"{name}-{_code_hash()}.json"
-    try:
-        return json.loads(path.read_text())["value"]
-    except (OSError, ValueError, KeyError, TypeError):
-        pass
-    value = compute()
-    _write_json(folder, path, {"value": value})
+    path = folder / f"{name}-{_shared_hash()}.json" if folder is not None else None
+    if path is not None:
+        try:
+            stored = json.loads(path.read_text())
+            if all((PACKAGE / rel).is_file() and _file_hash(PACKAGE / rel) == h
+                   for rel, h in stored["files"].items()):
+                return stored["value"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+    value, modules = compute()
+    if path is not None and modules is not None:
+        _write_json(folder, path, {"value": value, "files": _dependencies(modules)})
     return value
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import registry
 from .bib import load_bib
-from .cache import cached_for_this_source
+from .cache import cached_by_files
 from .catalogue import IMPLEMENTATION_KINDS, Entry, load_catalogue, newness
 from .notebooks import cite_problems, notebook_problems
 from .placeholders import placeholder_lines
@@ -178,42 +178,48 @@ def paper_modules() -> list[str]:
     return sorted(modules)
 
 
-def _build(kind: str, name: str) -> None:
+def _build(kind: str, name: str):
     import torch
 
     create, args, kwargs = BUILD_CALLS[kind]
     build = getattr(registry, create)
     if kind != "model":
-        build(name, *args, **kwargs)
-        return
+        return build(name, *args, **kwargs)
     try:
         with torch.device("meta"):
-            build(name, *args, **kwargs)
+            return build(name, *args, **kwargs)
     except Exception:  # noqa: BLE001  (some code cannot run on meta tensors: the real device decides)
-        build(name, *args, **kwargs)
+        return build(name, *args, **kwargs)
 
 
 @functools.lru_cache(maxsize=1)
 def build_problems() -> tuple[Problem, ...]:
     """A problem for each registered name that cannot be built with its defaults (computed once per process: the
-    registry cannot change after it is loaded; and remembered per source version, see ``attnzoo.cache``)."""
-    found = cached_for_this_source("build-problems", lambda: [dataclasses.asdict(p) for p in _build_problems()])
-    return tuple(Problem(**p) for p in found)
-
-
-def _build_problems() -> list[Problem]:
+    registry cannot change after it is loaded). A name that builds is remembered with its paper file, the paper files
+    of the classes it is built from and those they import (``attnzoo.cache.cached_by_files``): after an edit, only
+    the names whose files changed are built again; a change outside the paper folders rebuilds every name."""
     problems = []
     for kind in registry.KINDS:
         for name in registry.list_names(kind):
-            try:
-                _build(kind, name)
-            except Exception as exc:  # noqa: BLE001  (any failure is reported with the file and line)
-                path = module_file(registry.get_entry(kind, name).module)
-                frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).as_posix().endswith(
-                    path.removeprefix("impl/"))]
-                create, args, kwargs = BUILD_CALLS[kind]
-                call = ", ".join([repr(name), *map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
-                problems.append(Problem(path, f"registered {kind} {name!r} cannot be built with its defaults: "
-                                        f"{create}({call}) raised {type(exc).__name__}: {exc}", None,
-                                        frames[-1].lineno if frames else None))
-    return problems
+            found = cached_by_files(f"build-{kind}-{name}", functools.partial(_build_problem, kind, name))
+            problems += [Problem(**found)] if found else []
+    return tuple(problems)
+
+
+def _build_problem(kind: str, name: str) -> tuple[dict | None, set[str] | None]:
+    """(None, the modules whose classes the built object uses) if ``name`` builds; (the problem, None) if not:
+    failures are never remembered."""
+    module = registry.get_entry(kind, name).module
+    try:
+        built = _build(kind, name)
+    except Exception as exc:  # noqa: BLE001  (any failure is reported with the file and line)
+        path = module_file(module)
+        frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename).as_posix().endswith(
+            path.removeprefix("impl/"))]
+        create, args, kwargs = BUILD_CALLS[kind]
+        call = ", ".join([repr(name), *map(repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+        return dataclasses.asdict(Problem(path, f"registered {kind} {name!r} cannot be built with its defaults: "
+                                          f"{create}({call}) raised {type(exc).__name__}: {exc}", None,
+                                          frames[-1].lineno if frames else None)), None
+    parts = built.modules() if hasattr(built, "modules") else [built]
+    return None, {module, *(type(m).__module__ for m in parts)}
