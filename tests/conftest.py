@@ -8,6 +8,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 # MAC counts (attnzoo.cache) are shared by this run's workers and notebook kernels, never read from an earlier run:
 # every figure a test checks is counted by the code under test in this run.
+import dataclasses  # noqa: E402
 import tempfile  # noqa: E402
 
 RUN_DIR = os.path.join(tempfile.gettempdir(),
@@ -102,6 +103,13 @@ def shallow_kwargs(name: str, blocks: int = 1) -> dict:
               and all(isinstance(d, int) for d in v)}
     if isinstance(defaults.get("depth"), int) and defaults["depth"] < 50:  # transformer depth, not ResNet-50's
         kwargs["depth"] = min(blocks, defaults["depth"])
+    if isinstance(defaults.get("parallel_depth"), int):  # CoaT's parallel blocks after the serial stages
+        kwargs["parallel_depth"] = min(blocks, defaults["parallel_depth"])
+    arch = defaults.get("arch")
+    if isinstance(arch, tuple) and arch and all(isinstance(s, tuple) and all(dataclasses.is_dataclass(r)
+                                                and hasattr(r, "repeats") for r in s) for s in arch):
+        # an architecture table of rows (EfficientNet, MnasNet, MobileNetV3): each row keeps its first blocks
+        kwargs["arch"] = tuple(tuple(dataclasses.replace(r, repeats=min(blocks, r.repeats)) for r in s) for s in arch)
     return kwargs
 
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend
 
-from attnzoo import create_attention, create_block, create_conv, list_attention, list_blocks, list_convs
+from attnzoo import create_attention, create_block, create_conv, create_model, list_attention, list_blocks, list_convs
 
 CL = torch.channels_last
 CHANNELS = 64
@@ -52,34 +52,15 @@ def test_block_channels_last(name, block_inputs):
     _same_in_both_formats(block, *block_inputs(block, CHANNELS, 2, 7, 9, "cpu"))
 
 
-DEPTH_KEYS = ("layers", "depths", "depth", "block_config")
-
-
-def _shallow(name: str):
-    """The registered model with one block per stage (its depth arguments set to 1; other arguments, widths
-    included, as registered). Depth only repeats code, and it costs: full-depth models take ~0.5 s each to
-    initialise, and deep networks at initialisation are chaotic in eval mode (perturbing CoTNet-50's image by 1e-7
-    moves its logits by ~4 %), so that any two summation orders disagree; shallow ones agree to ~1e-6."""
-    from attnzoo import create_model
-    from attnzoo.registry import model_entry
-
-    defaults = model_entry(name).defaults
-    shallow = {k: (1,) * len(v) for k, v in defaults.items() if k in DEPTH_KEYS and isinstance(v, tuple)}
-    if isinstance(defaults.get("depth"), int) and defaults["depth"] > 1:  # a transformer's depth; ResNet's
-        try:                                                           # depth=50 names a layout: kept
-            return create_model(name, num_classes=10, **shallow, depth=1)
-        except (ValueError, KeyError):
-            pass
-    return create_model(name, num_classes=10, **shallow)
-
-
-def test_model_channels_last(family_model):
-    """One model per family (see conftest.py), one block per stage: channels_last weights and image give the
+def test_model_channels_last(family_model, shallow):
+    """One model per family (see conftest.py), one block per stage (depth only repeats code, and deep networks at
+    initialisation are chaotic in eval mode: perturbing CoTNet-50's image by 1e-7 moves its logits by ~4 %, so that
+    any two summation orders disagree; shallow ones agree to ~1e-6): channels_last weights and image give the
     logits of the contiguous run (eval, batch 1, odd non-square size). Different conv algorithms sum in different
     orders, and some networks amplify that (ResT-Lite's logits move by 1.5e-5 for a 1e-7 change of the image):
     agreement to 1e-4 of the logits' magnitude, the tolerance of the module tests above."""
     torch.manual_seed(0)
-    model = _shallow(family_model).eval()
+    model = create_model(family_model, num_classes=10, **shallow(family_model)).eval()
     x = torch.randn(1, 3, 33, 47)
     with torch.no_grad():
         ref = model(x)
