@@ -30,7 +30,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import check_images, DropPath, LayerNorm2d, Mlp, check_positive_int, check_stages, drop_path_rates
+from ..layers import (check_images, DropPath, LayerNorm2d, Mlp, check_positive_int, check_stages, stage_drop_path_rates,
+                      layer_scale)
 from ..registry import register_model
 from ..timm import register_timm_rules
 
@@ -46,8 +47,7 @@ class ConvNeXtBlock(nn.Module):
         self.conv_dw = nn.Conv2d(dim, dim, kernel_size, padding=kernel_size // 2, groups=dim)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(mlp_ratio * dim), act="gelu")
-        self.gamma = (nn.Parameter(torch.full((dim,), float(layer_scale_init_value)))
-                      if layer_scale_init_value > 0 else None)
+        self.gamma = layer_scale(dim, layer_scale_init_value) if layer_scale_init_value > 0 else None
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,13 +90,9 @@ class ConvNeXt(nn.Module):
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate!r}")
         self.stem = nn.Sequential(nn.Conv2d(in_chans, dims[0], 4, 4), LayerNorm2d(dims[0], eps=1e-6))
-        rates = drop_path_rates(drop_path_rate, sum(depths))
-        stages, start = [], 0
-        for i in range(4):
-            stages.append(ConvNeXtStage(dims[max(i - 1, 0)], dims[i], depths[i], rates[start:start + depths[i]],
-                                        layer_scale_init_value, downsample=i > 0))
-            start += depths[i]
-        self.stages = nn.Sequential(*stages)
+        rates = stage_drop_path_rates(drop_path_rate, depths)
+        self.stages = nn.Sequential(*[ConvNeXtStage(dims[max(i - 1, 0)], dims[i], depths[i], rates[i],
+                                                    layer_scale_init_value, downsample=i > 0) for i in range(4)])
         self.num_features = dims[-1]
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
         self.head = nn.Linear(dims[-1], num_classes)

@@ -28,8 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import (DropPath, Mlp, TokenAttention, check_hw, check_positive_int, check_stages, drop_path_rates,
-                      to_2tuple, trunc_normal_init)
+from ..layers import (DropPath, Mlp, TokenAttention, check_hw, check_positive_int, check_stages, stage_drop_path_rates,
+                      to_2tuple, trunc_normal_init, layer_scale)
 from ..registry import register_attention, register_model
 from ..timm import register_timm_rules
 from .deit import fuse_heads
@@ -83,7 +83,7 @@ class LayerScale(nn.Module):
 
     def __init__(self, dim: int, init_value: float, channels_first: bool = False):
         super().__init__()
-        self.gamma = nn.Parameter(torch.full((dim,), float(init_value)))
+        self.gamma = layer_scale(dim, init_value)
         self.channels_first = channels_first
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -216,12 +216,11 @@ class EfficientFormer(nn.Module):
         self.stem.add_module("conv2", nn.Conv2d(c0 // 2, c0, 3, 2, 1))
         self.stem.add_module("norm2", nn.BatchNorm2d(c0))
         self.stem.add_module("act2", nn.ReLU())
-        rates = drop_path_rates(drop_path_rate, sum(depths))
-        starts = [sum(depths[:i]) for i in range(4)]
+        rates = stage_drop_path_rates(drop_path_rate, depths)
         self.stages = nn.Sequential(*[
             EfficientFormerStage(embed_dims[max(i - 1, 0)], embed_dims[i], depths[i], i > 0,
                                  num_vit if i == 3 else 0, mlp_ratios, layer_scale_init_value, drop_rate,
-                                 rates[starts[i]:starts[i] + depths[i]]) for i in range(4)])
+                                 rates[i]) for i in range(4)])
         self.norm = nn.LayerNorm(embed_dims[-1])
         self.num_features = embed_dims[-1]
         self.head = nn.Linear(embed_dims[-1], num_classes)

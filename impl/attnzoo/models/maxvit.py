@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import (DropPath, Mlp, TokenAttention, check_choice, check_hw, check_positive_int, check_stages,
-                      drop_path_rates, make_divisible, to_2tuple, tokens_to_grid)
+                      stage_drop_path_rates, make_divisible, to_2tuple, tokens_to_grid)
 from ..layers.mbconv import conv2d
 from ..registry import register_attention, register_model
 from ..timm import register_timm_rules
@@ -281,12 +281,11 @@ class MaxViT(nn.Module):
             raise ValueError(f"img_size must be at least 32 (the window is img_size // 32), got {img_size!r}")
         self.window = window
         self.stem = Stem(in_chans, stem_width)
-        rates = drop_path_rates(drop_path_rate, sum(depths))
-        starts = [sum(depths[:i]) for i in range(4)]
+        rates = stage_drop_path_rates(drop_path_rate, depths)
         dims_in = (stem_width,) + embed_dims[:3]
         self.stages = nn.Sequential(*[
             MaxViTStage(dims_in[i], embed_dims[i], depths[i], window, dim_head, mlp_ratio, drop_rate,
-                        rates[starts[i]:starts[i] + depths[i]]) for i in range(4)])
+                        rates[i]) for i in range(4)])
         self.num_features = embed_dims[-1]
         self.head = Head(embed_dims[-1], head_hidden_size or embed_dims[-1], num_classes, drop_rate)
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import check_positive_int, check_stages, drop_path_rates, to_2tuple
+from ..layers import check_positive_int, check_stages, stage_drop_path_rates, to_2tuple
 from ..registry import register_model
 from ..timm import register_timm_rules
 from .deit import fuse_heads
@@ -109,11 +109,10 @@ class PoolingVisionTransformer(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, dims[0], *self.grid))
         self.cls_token = nn.Parameter(torch.zeros(1, self.num_tokens, dims[0]))
         self.pos_drop = nn.Dropout(drop_rate)
-        rates = drop_path_rates(drop_path_rate, sum(depth))
-        starts = [sum(depth[:i]) for i in range(len(depth))]
+        rates = stage_drop_path_rates(drop_path_rate, depth)
         self.transformers = nn.ModuleList([
             PiTStage(dims[max(i - 1, 0)], dims[i], depth[i], heads[i], mlp_ratio, i > 0, drop_rate,
-                     rates[starts[i]:starts[i] + depth[i]]) for i in range(len(depth))])
+                     rates[i]) for i in range(len(depth))])
         self.norm = nn.LayerNorm(dims[-1], eps=1e-6)
         self.num_features = dims[-1]
         self.head = nn.Linear(dims[-1], num_classes)

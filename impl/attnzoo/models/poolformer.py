@@ -36,8 +36,8 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..layers import (check_images, DropPath, Mlp, check_choice, check_positive_int, check_stages, drop_path_rates,
-                      trunc_normal_init)
+from ..layers import (check_images, DropPath, Mlp, check_choice, check_positive_int, check_stages,
+                      stage_drop_path_rates, trunc_normal_init, layer_scale)
 from ..registry import get_attn, register_attention, register_model
 from ..timm import register_timm_rules
 
@@ -83,8 +83,8 @@ class PoolFormerBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act="gelu", drop=drop)
         self.drop_path = DropPath(drop_path)
         if layer_scale_init_value:
-            self.layer_scale1 = nn.Parameter(torch.full((dim,), float(layer_scale_init_value)))
-            self.layer_scale2 = nn.Parameter(torch.full((dim,), float(layer_scale_init_value)))
+            self.layer_scale1 = layer_scale(dim, layer_scale_init_value)
+            self.layer_scale2 = layer_scale(dim, layer_scale_init_value)
         else:
             self.layer_scale1 = self.layer_scale2 = None
 
@@ -148,14 +148,10 @@ class PoolFormer(nn.Module):
         else:
             mixer = get_attn(token_mixer)
         self.stem = Downsampling(in_chans, dims[0], 7, 4, 2)
-        rates = drop_path_rates(drop_path_rate, sum(depths))
-        stages, start = [], 0
-        for i in range(4):
-            stages.append(PoolFormerStage(dims[max(i - 1, 0)], dims[i], rates[start:start + depths[i]], i > 0,
-                                          mixer=mixer, mlp_ratio=mlp_ratio, drop=drop_rate,
-                                          layer_scale_init_value=layer_scale_init_value))
-            start += depths[i]
-        self.stages = nn.Sequential(*stages)
+        rates = stage_drop_path_rates(drop_path_rate, depths)
+        self.stages = nn.Sequential(*[
+            PoolFormerStage(dims[max(i - 1, 0)], dims[i], rates[i], i > 0, mixer=mixer, mlp_ratio=mlp_ratio,
+                            drop=drop_rate, layer_scale_init_value=layer_scale_init_value) for i in range(4)])
         self.num_features = dims[-1]
         self.norm = GroupNorm1(dims[-1]) if head_norm == "map" else nn.LayerNorm(dims[-1], eps=1e-6)
         self.head = nn.Linear(dims[-1], num_classes)

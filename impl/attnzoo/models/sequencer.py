@@ -31,8 +31,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import (check_images, DropPath, Mlp, TokenAttention, check_positive_int, check_stages, drop_path_rates,
-                      tokens_to_grid)
+from ..layers import (check_images, DropPath, Mlp, TokenAttention, check_positive_int, check_stages,
+                      stage_drop_path_rates, tokens_to_grid)
 from ..layers.init import xavier_mlp_init
 from ..registry import register_attention, register_model
 from ..timm import register_timm_rules
@@ -138,11 +138,10 @@ class Sequencer2d(nn.Module):
             raise ValueError(f"drop_rate and drop_path_rate must be in [0, 1), got {drop_rate!r}, {drop_path_rate!r}")
         self.min_size = patch_sizes[0] * patch_sizes[1] * patch_sizes[2] * patch_sizes[3]
         self.stem = nn.Conv2d(in_chans, embed_dims[0], patch_sizes[0], patch_sizes[0])
-        rates = drop_path_rates(drop_path_rate, sum(layers))
-        starts = [sum(layers[:i]) for i in range(4)]
+        rates = stage_drop_path_rates(drop_path_rate, layers)
         self.stages = nn.Sequential(*[
             Sequencer2dStage(embed_dims[max(i - 1, 0)], embed_dims[i], patch_sizes[i] if i else None,
-                             hidden_sizes[i], mlp_ratios[i], drop_rate, rates[starts[i]:starts[i] + layers[i]])
+                             hidden_sizes[i], mlp_ratios[i], drop_rate, rates[i])
             for i in range(4)])
         self.norm = nn.LayerNorm(embed_dims[-1], eps=1e-6)
         self.num_features = embed_dims[-1]
