@@ -34,6 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import drop_path_rates, DropPath, Mlp, check_positive_int, to_2tuple, trunc_normal_init
+from ..layers.patch_embed import pad_to_multiple
 from ..layers.tokens import check_hw
 from ..layers.tokens import TokenAttention
 from ..registry import register_attention, register_model
@@ -128,9 +129,7 @@ class GFNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, L, D) normalized tokens, L = ceil(H / P) * ceil(W / P)."""
-        p = self.patch_size
-        x = F.pad(x, (0, (-x.shape[-1]) % p, 0, (-x.shape[-2]) % p))
-        x = self.patch_embed(x)
+        x = self.patch_embed(pad_to_multiple(x, self.patch_size))
         hw = tuple(x.shape[-2:])
         pos = self.pos_embed
         if hw != tuple(pos.shape[-2:]):

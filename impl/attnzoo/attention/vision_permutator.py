@@ -38,6 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import drop_path_rates, DropPath, Mlp, check_divisible, check_positive_int, trunc_normal_init
+from ..layers.patch_embed import pad_to_multiple
 from ..layers.tokens import check_hw
 from ..layers.tokens import TokenAttention
 from ..registry import register_attention, register_model
@@ -154,8 +155,7 @@ class VisionPermutator(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, D, H', W') feature map after the last stage (before the final norm)."""
-        p = self.patch_size
-        x = self.patch_embed(F.pad(x, (0, (-x.shape[-1]) % p, 0, (-x.shape[-2]) % p)))
+        x = self.patch_embed(pad_to_multiple(x, self.patch_size))
         for stage, down in zip(self.stages, self.downsamples):
             n, c, h, w = x.shape
             t = x.flatten(2).transpose(1, 2)

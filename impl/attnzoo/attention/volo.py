@@ -44,6 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import drop_path_rates, ConvNormAct, DropPath, Mlp, MultiHeadSelfAttention, check_divisible, check_positive_int, trunc_normal_init
+from ..layers.patch_embed import pad_to_multiple
 from ..layers.tokens import check_hw
 from ..layers.tokens import TokenAttention
 from ..registry import register_attention, register_model
@@ -189,8 +190,7 @@ class VOLO(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(N, C, H, W) -> (N, 1 + L, D) normalized tokens, class token first."""
-        x = F.pad(x, (0, (-x.shape[-1]) % 8, 0, (-x.shape[-2]) % 8))
-        x = self.patch_embed(self.stem(x))
+        x = self.patch_embed(self.stem(pad_to_multiple(x, 8)))
         n, c, h, w = x.shape
         t = x.flatten(2).transpose(1, 2)
         for blk in self.outlookers:
