@@ -33,11 +33,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import (check_images, DropPath, TokenAttention, check_divisible, check_hw, check_positive_int,
-                      check_positive_ints)
+from ..layers import check_images, DropPath, check_hw, check_positive_int, check_positive_ints
 from ..layers.drop import stage_drop_path_rates
 from ..registry import register_attention, register_model
-from .pvt import PatchEmbed, TokenStage, check_pyramid, stage_outputs
+from .pvt import PatchEmbed, ReducedKVAttention, TokenStage, check_pyramid, stage_outputs
 
 _POOL_RATIOS = ((12, 16, 20, 24), (6, 8, 10, 12), (3, 4, 5, 6), (1, 2, 3, 4))
 
@@ -52,7 +51,7 @@ def _dw_convs(channels: int, n: int) -> nn.ModuleList:
 
 
 @register_attention("p2t_pooling_attn", layout="nlc")
-class PoolingAttention(TokenAttention):
+class PoolingAttention(ReducedKVAttention):
     """Pooling-based MHSA (P2T Sec. 3.2): (N, L, C) tokens on an (H, W) grid -> (N, L, C); keys and values from the
     layer-normalized concatenation of the map average-pooled by each of ``pool_ratios``, each plus a depthwise 3x3
     convolution of itself.
@@ -65,18 +64,12 @@ class PoolingAttention(TokenAttention):
 
     def __init__(self, channels: int, num_heads: int = 1, pool_ratios=(1, 2, 3, 4), qkv_bias: bool = True,
                  own_convs: bool = True):
-        super().__init__(channels)
-        self.num_heads = check_positive_int("num_heads", num_heads)
-        check_divisible("channels", channels, num_heads, "num_heads")
+        super().__init__(channels, num_heads, qkv_bias)
         self.pool_ratios = check_positive_ints("pool_ratios", pool_ratios)
-        self.head_dim = channels // num_heads
-        self.q = nn.Linear(channels, channels, bias=qkv_bias)
-        self.kv = nn.Linear(channels, 2 * channels, bias=qkv_bias)
-        self.proj = nn.Linear(channels, channels)
         self.norm = nn.LayerNorm(channels)
         self.d_convs = _dw_convs(channels, len(self.pool_ratios)) if own_convs else None
 
-    def pooled_tokens(self, x: torch.Tensor, hw, d_convs=None) -> torch.Tensor:
+    def kv_tokens(self, x: torch.Tensor, hw, d_convs=None) -> torch.Tensor:
         """(N, L, C) -> the (N, sum_i h_i w_i, C) normalized pyramid tokens keys and values come from."""
         h, w = check_hw(hw, x.shape[1])
         d_convs = self.d_convs if d_convs is None else d_convs
@@ -89,24 +82,6 @@ class PoolingAttention(TokenAttention):
             p = F.adaptive_avg_pool2d(grid, size)
             levels.append((p + conv(p)).flatten(2))
         return self.norm(torch.cat(levels, dim=2).transpose(1, 2))
-
-    def _qkv(self, x, hw, d_convs):
-        n, length, _ = x.shape
-        q = self.q(x).reshape(n, length, self.num_heads, self.head_dim).transpose(1, 2)
-        kv = self.kv(self.pooled_tokens(x, hw, d_convs))
-        k, v = kv.reshape(n, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return q, k, v
-
-    def forward_tokens(self, x: torch.Tensor, hw, d_convs=None) -> torch.Tensor:
-        n, length, c = x.shape
-        y = F.scaled_dot_product_attention(*self._qkv(x, hw, d_convs))
-        return self.proj(y.transpose(1, 2).reshape(n, length, c))
-
-    @torch.no_grad()
-    def attention_map(self, x: torch.Tensor, hw, d_convs=None) -> torch.Tensor:
-        """The softmax weights (N, heads, L, sum_i h_i w_i) over the pyramid tokens, for plots."""
-        q, k, _ = self._qkv(x, hw, d_convs)
-        return (q @ k.transpose(-2, -1) * self.head_dim ** -0.5).softmax(dim=-1)
 
 
 class IRB(nn.Module):

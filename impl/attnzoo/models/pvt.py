@@ -39,8 +39,50 @@ from ..layers.drop import stage_drop_path_rates
 from ..registry import register_attention, register_model
 
 
+class ReducedKVAttention(TokenAttention):
+    """Multi-head attention whose queries are all L tokens and whose keys and values come from a reduced set of L'
+    tokens, ``kv_tokens(x, hw, *extra)`` (PVT's spatial reduction, P2T's pooling pyramid): (N, L, C) -> (N, L, C),
+    softmax(Q K^T / sqrt(d)) V in ``F.scaled_dot_product_attention``, then the output projection. The base builds
+    ``q``, ``kv`` (one linear layer for K and V), ``proj`` and the dropouts; subclasses build what ``kv_tokens`` needs.
+    """
+
+    def __init__(self, channels: int, num_heads: int, qkv_bias: bool, attn_drop: float = 0.0,
+                 proj_drop: float = 0.0):
+        super().__init__(channels)
+        self.num_heads = check_positive_int("num_heads", num_heads)
+        check_divisible("channels", channels, num_heads, "num_heads")
+        self.head_dim = channels // num_heads
+        self.q = nn.Linear(channels, channels, bias=qkv_bias)
+        self.kv = nn.Linear(channels, 2 * channels, bias=qkv_bias)
+        self.attn_drop = attn_drop
+        self.proj = nn.Linear(channels, channels)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def kv_tokens(self, x: torch.Tensor, hw, *extra) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _qkv(self, x: torch.Tensor, hw, *extra) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n, length, _ = x.shape
+        q = self.q(x).reshape(n, length, self.num_heads, self.head_dim).transpose(1, 2)
+        kv = self.kv(self.kv_tokens(x, hw, *extra))
+        k, v = kv.reshape(n, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return q, k, v
+
+    def forward_tokens(self, x: torch.Tensor, hw, *extra) -> torch.Tensor:
+        n, length, c = x.shape
+        y = F.scaled_dot_product_attention(*self._qkv(x, hw, *extra),
+                                           dropout_p=self.attn_drop if self.training else 0.0)
+        return self.proj_drop(self.proj(y.transpose(1, 2).reshape(n, length, c)))
+
+    @torch.no_grad()
+    def attention_map(self, x: torch.Tensor, hw, *extra) -> torch.Tensor:
+        """The softmax weights (N, heads, L, L') over the reduced keys, computed explicitly for plots."""
+        q, k, _ = self._qkv(x, hw, *extra)
+        return (q @ k.transpose(-2, -1) * self.head_dim ** -0.5).softmax(dim=-1)
+
+
 @register_attention("pvt_sra", layout="nlc")
-class SpatialReductionAttention(TokenAttention):
+class SpatialReductionAttention(ReducedKVAttention):
     """Spatial-reduction attention (PVT Eq. 3-4): (N, L, C) tokens on an (H, W) grid -> (N, L, C).
 
     Queries from every token; keys and values from the map reduced by a ``sr_ratio`` x ``sr_ratio`` stride-``sr_ratio``
@@ -55,23 +97,15 @@ class SpatialReductionAttention(TokenAttention):
 
     def __init__(self, channels: int, num_heads: int = 1, sr_ratio: int = 2, qkv_bias: bool = True,
                  attn_drop: float = 0.0, proj_drop: float = 0.0):
-        super().__init__(channels)
-        self.num_heads = check_positive_int("num_heads", num_heads)
-        check_divisible("channels", channels, num_heads, "num_heads")
+        super().__init__(channels, num_heads, qkv_bias, attn_drop, proj_drop)
         self.sr_ratio = check_positive_int("sr_ratio", sr_ratio)
-        self.head_dim = channels // num_heads
-        self.q = nn.Linear(channels, channels, bias=qkv_bias)
-        self.kv = nn.Linear(channels, 2 * channels, bias=qkv_bias)
-        self.attn_drop = attn_drop
-        self.proj = nn.Linear(channels, channels)
-        self.proj_drop = nn.Dropout(proj_drop)
         if sr_ratio > 1:
             self.sr = nn.Conv2d(channels, channels, sr_ratio, sr_ratio)
             self.norm = nn.LayerNorm(channels)
         else:
             self.sr = self.norm = None
 
-    def reduce(self, x: torch.Tensor, hw) -> torch.Tensor:
+    def kv_tokens(self, x: torch.Tensor, hw) -> torch.Tensor:
         """(N, L, C) -> the (N, L', C) tokens keys and values are computed from (L' = (H // R) (W // R))."""
         if self.sr is None:
             return x
@@ -85,24 +119,6 @@ class SpatialReductionAttention(TokenAttention):
         n, _, c = x.shape
         y = self.sr(x.transpose(1, 2).reshape(n, c, h, w))
         return self.norm(y.flatten(2).transpose(1, 2))
-
-    def _qkv(self, x: torch.Tensor, hw) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        n, length, _ = x.shape
-        q = self.q(x).reshape(n, length, self.num_heads, self.head_dim).transpose(1, 2)
-        k, v = self.kv(self.reduce(x, hw)).reshape(n, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return q, k, v
-
-    def forward_tokens(self, x: torch.Tensor, hw) -> torch.Tensor:
-        n, length, c = x.shape
-        q, k, v = self._qkv(x, hw)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
-        return self.proj_drop(self.proj(y.transpose(1, 2).reshape(n, length, c)))
-
-    @torch.no_grad()
-    def attention_map(self, x: torch.Tensor, hw) -> torch.Tensor:
-        """The softmax weights (N, heads, L, L') over the reduced keys, computed explicitly for plots."""
-        q, k, _ = self._qkv(x, hw)
-        return (q @ k.transpose(-2, -1) * self.head_dim ** -0.5).softmax(dim=-1)
 
 
 class PatchEmbed(nn.Module):
