@@ -57,25 +57,33 @@ def _count_on_meta(name: str) -> int:
         return sum(p.numel() for p in create_model(name, num_classes=10).parameters())
 
 
-@functools.cache  # counted once per run: the first xdist worker counts, the others wait for its file and read it
+@functools.cache
 def _all_meta_params() -> dict[str, int]:
-    import fcntl
+    """Every registered model's parameter count, taken once per run: each xdist worker starts at its own share of
+    the list and stores each count in this run's folder, then reads the counts the other workers stored."""
     import json
 
     from attnzoo import list_models
 
-    os.makedirs(RUN_DIR, exist_ok=True)
-    path = os.path.join(RUN_DIR, "meta-params.json")
-    with open(path + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if os.path.exists(path):
+    folder = os.path.join(RUN_DIR, "meta-params")
+    os.makedirs(folder, exist_ok=True)
+    names = list_models()
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    start = worker * len(names) // max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    counts = {}
+    for name in names[start:] + names[:start]:
+        path = os.path.join(folder, f"{name}.json")
+        try:
             with open(path) as f:
-                return json.load(f)
-        counts = {name: _count_on_meta(name) for name in list_models()}
-        with open(path + ".tmp", "w") as f:
-            json.dump(counts, f)
-        os.replace(path + ".tmp", path)
-        return counts
+                counts[name] = json.load(f)
+            continue
+        except (OSError, ValueError):
+            pass
+        counts[name] = _count_on_meta(name)
+        with open(f"{path}.{worker}.tmp", "w") as f:
+            json.dump(counts[name], f)
+        os.replace(f"{path}.{worker}.tmp", path)
+    return counts
 
 
 def model_families() -> list[list[str]]:
