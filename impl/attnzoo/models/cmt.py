@@ -39,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import (DropPath, TokenAttention, check_divisible, check_images, check_positive_int,
-                      check_stages, conv_fan_out_init, drop_path_rates, to_2tuple, trunc_normal_init)
+                      check_stages, conv_fan_out_init, stage_drop_path_rates, to_2tuple, trunc_normal_init)
 from ..registry import register_attention, register_model
 
 
@@ -274,12 +274,11 @@ class CMT(nn.Module):
         self.stem = nn.Sequential(*[m for i in range(3) for m in (
             nn.Conv2d(stem_width if i else in_chans, stem_width, 3, 1 if i else 2, 1), nn.GELU(),
             nn.BatchNorm2d(stem_width))])
-        rates = drop_path_rates(drop_path_rate, sum(depths))
-        starts = [sum(depths[:i]) for i in range(4)]
+        rates = stage_drop_path_rates(drop_path_rate, depths)
         in_dims = (stem_width,) + dims[:-1]
         self.stages = nn.Sequential(*[
             CMTStage(in_dims[i], dims[i], depths[i], num_heads[i], mlp_ratios[i], self.sr_ratios[i], grids[i],
-                     qk_ratio, qkv_bias, proj_drop, attn_drop, rates[starts[i]:starts[i] + depths[i]])
+                     qk_ratio, qkv_bias, proj_drop, attn_drop, rates[i])
             for i in range(4)])
         self.head_conv = nn.Sequential(nn.Conv2d(dims[-1], head_dim, 1), nn.BatchNorm2d(head_dim), nn.SiLU())
         self.drop = nn.Dropout(drop_rate)
