@@ -7,6 +7,14 @@ import torch.nn.functional as F
 from .helpers import check_choice, check_positive_int, to_2tuple
 
 
+def resize_maps(x: torch.Tensor, size, mode: str = "bicubic", align_corners: bool | None = False) -> torch.Tensor:
+    """``F.interpolate`` of (N, C, H, W) maps to ``size``; on the meta device only the (N, C, *size) result is made
+    (torch's meta path runs the bicubic/bilinear decomposition in Python, seconds per call, for no values)."""
+    if x.is_meta:
+        return x.new_empty(*x.shape[:2], *size)
+    return F.interpolate(x, size=size, mode=mode, align_corners=align_corners)
+
+
 def resize_pos_grid(pos: torch.Tensor, src_hw: tuple[int, int], dst_hw: tuple[int, int],
                     mode: str = "bicubic", align_corners: bool | None = None) -> torch.Tensor:
     """(1, src_h * src_w, D) embeddings in raster order -> (1, dst_h * dst_w, D), resized as an image.
@@ -22,7 +30,7 @@ def resize_pos_grid(pos: torch.Tensor, src_hw: tuple[int, int], dst_hw: tuple[in
     if src_hw == dst_hw:
         return pos
     grid = pos.reshape(1, src_hw[0], src_hw[1], -1).permute(0, 3, 1, 2)
-    grid = F.interpolate(grid, size=dst_hw, mode=mode, align_corners=align_corners)
+    grid = resize_maps(grid, dst_hw, mode, align_corners)
     return grid.flatten(2).transpose(1, 2)
 
 

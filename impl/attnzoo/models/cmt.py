@@ -39,7 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import (DropPath, TokenAttention, check_divisible, check_images, check_positive_int,
-                      check_stages, conv_fan_out_init, stage_drop_path_rates, to_2tuple, trunc_normal_init)
+                      check_stages, conv_fan_out_init, resize_maps, stage_drop_path_rates, to_2tuple, trunc_normal_init)
 from ..registry import register_attention, register_model
 
 
@@ -53,14 +53,12 @@ def resize_attn_bias(bias: torch.Tensor, query_hw: tuple[int, int], key_hw: tupl
     new_query_hw, new_key_hw = tuple(new_query_hw), tuple(new_key_hw)
     if query_hw == new_query_hw and key_hw == new_key_hw:
         return bias
-    if bias.is_meta:  # shapes only: PyTorch's meta bicubic runs a slow Python decomposition for nothing
-        return bias.new_empty(heads, new_query_hw[0] * new_query_hw[1], new_key_hw[0] * new_key_hw[1])
     if key_hw != new_key_hw:
         b = bias.reshape(heads, query_hw[0] * query_hw[1], *key_hw)
-        bias = F.interpolate(b, size=new_key_hw, mode="bicubic", align_corners=False).flatten(2)
+        bias = resize_maps(b, new_key_hw).flatten(2)
     if query_hw != new_query_hw:
         b = bias.transpose(1, 2).reshape(heads, -1, *query_hw)
-        b = F.interpolate(b, size=new_query_hw, mode="bicubic", align_corners=False)
+        b = resize_maps(b, new_query_hw)
         bias = b.flatten(2).transpose(1, 2)
     return bias
 

@@ -63,7 +63,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..layers import (DropPath, LayerNorm2d, Mlp, TokenAttention, check_hw, check_images, check_positive_int,
-                            check_stages, drop_path_rates, heads_for_width, to_2tuple)
+                            check_stages, drop_path_rates, heads_for_width, resize_maps, to_2tuple)
 from ..registry import register_attention, register_model
 from .swin import WindowAttention
 
@@ -82,10 +82,8 @@ def bilinear_sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 
 def resize_table(table: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(M, h, w) bias table -> (M, *size), resized bicubically (align_corners=False) as the authors' load_pretrained
-    does; on the meta device only the shape (torch's meta path runs the bicubic decomposition, seconds a call)."""
-    if table.is_meta:
-        return table.new_empty(table.shape[0], *size)
-    return F.interpolate(table[None], size=size, mode="bicubic", align_corners=False)[0]
+    does (``layers.resize_maps``: on the meta device only the shape)."""
+    return resize_maps(table[None], size)[0]
 
 
 def pixel_centres(n: int, device=None, dtype=torch.float32) -> torch.Tensor:
