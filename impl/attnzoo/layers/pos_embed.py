@@ -15,6 +15,15 @@ def resize_maps(x: torch.Tensor, size, mode: str = "bicubic", align_corners: boo
     return F.interpolate(x, size=size, mode=mode, align_corners=align_corners)
 
 
+def linear_resize_matrix(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
+    """(n_out, n_in) matrix R with R @ v = ``F.interpolate(v, n_out, mode="linear", align_corners=False)`` for a
+    vector v of n_in values (half-pixel centres, TF2's ``tf.image.resize``): output i reads the source position
+    s_i = clamp((i + 1/2) n_in / n_out - 1/2, 0, n_in - 1) with the tent weights max(0, 1 - |s_i - j|). Resizing
+    along several axes is one product per axis; cheap on the meta device and under tracing, unlike interpolate."""
+    src = ((torch.arange(n_out, device=like.device, dtype=like.dtype) + 0.5) * (n_in / n_out) - 0.5).clamp(0, n_in - 1)
+    return (1 - (src[:, None] - torch.arange(n_in, device=like.device, dtype=like.dtype)).abs()).clamp(min=0)
+
+
 def resize_pos_grid(pos: torch.Tensor, src_hw: tuple[int, int], dst_hw: tuple[int, int],
                     mode: str = "bicubic", align_corners: bool | None = None) -> torch.Tensor:
     """(1, src_h * src_w, D) embeddings in raster order -> (1, dst_h * dst_w, D), resized as an image.

@@ -61,21 +61,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..attention.vision_permutator import VisionPermutator, WeightedPermuteMLP
-from ..layers import check_choice, check_divisible, check_images, check_positive_int, to_2tuple, trunc_normal_init
+from ..layers import (check_choice, check_divisible, check_images, check_positive_int, linear_resize_matrix, to_2tuple,
+                      trunc_normal_init)
 from ..layers.tokens import check_hw
 from ..registry import register_attention, register_model
 
 GRID_MISMATCH = ("resample", "error")
-
-
-def linear_resize_matrix(size: int, new_size: int, like: torch.Tensor) -> torch.Tensor:
-    """(new_size, size) matrix R with R @ v = ``F.interpolate(v, new_size, mode="linear", align_corners=False)`` for
-    a vector v of ``size`` values: the tent weights max(0, 1 - |s_a - i|) at the clamped source positions
-    s_a = (a + 1/2) size / new_size - 1/2. Resizing along several axes is one such product per axis (cheap on the
-    meta device, where an interpolation kernel runs through Python decompositions)."""
-    pos = (torch.arange(new_size, device=like.device, dtype=like.dtype) + 0.5) * (size / new_size) - 0.5
-    grid = torch.arange(size, device=like.device, dtype=like.dtype)
-    return (1 - (pos.clamp(0, size - 1)[:, None] - grid[None, :]).abs()).clamp_min(0)
 
 
 class DynaMixerOp(nn.Module):

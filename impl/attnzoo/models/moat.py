@@ -78,7 +78,7 @@ import torch.nn.functional as F
 
 from ..attention.se import SqueezeExcite
 from ..layers import (DropPath, MultiHeadSelfAttention, check_images, check_positive_int, check_stages,
-                      heads_for_width, to_2tuple, window_partition, window_reverse)
+                      heads_for_width, linear_resize_matrix, to_2tuple, window_partition, window_reverse)
 from ..layers.mbconv import conv2d
 from ..registry import register_block, register_model
 
@@ -162,15 +162,8 @@ def _cached(key: tuple, make) -> torch.Tensor:
 
 
 def _linear_resize_matrix(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
-    """(n_out, n_in) weights of 1D linear resizing with half-pixel centres (``F.interpolate(..., "linear",
-    align_corners=False)``, TF2's ``tf.image.resize``): output i reads source position clamp((i + 1/2) n_in / n_out
-    - 1/2, 0, n_in - 1) with the triangle weights max(0, 1 - |src - j|)."""
-    def make():
-        src = (torch.arange(n_out, device=like.device, dtype=like.dtype) + 0.5) * (n_in / n_out) - 0.5
-        src = src.clamp(0, n_in - 1)
-        return (1 - (src[:, None] - torch.arange(n_in, device=like.device, dtype=like.dtype)).abs()).clamp(min=0)
-
-    return _cached(("resize", n_in, n_out, like.device, like.dtype), make)
+    """``layers.linear_resize_matrix`` (TF2's half-pixel linear resize), remembered per size, device and dtype."""
+    return _cached(("resize", n_in, n_out, like.device, like.dtype), lambda: linear_resize_matrix(n_in, n_out, like))
 
 
 def _offset_index(h: int, w: int, device) -> torch.Tensor:

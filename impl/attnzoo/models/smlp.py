@@ -36,23 +36,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import check_images, DropPath, Mlp, check_choice, check_positive_int, drop_path_rates, to_2tuple
+from ..layers import (DropPath, Mlp, check_choice, check_images, check_positive_int, drop_path_rates,
+                      linear_resize_matrix, to_2tuple)
 from ..registry import register_attention, register_model
-
-
-def linear_resize_matrix(src: int, dst: int, like: torch.Tensor) -> torch.Tensor:
-    """(dst, src) matrix A with A @ v = ``F.interpolate(v, dst, mode="linear", align_corners=False)`` for a length-src
-    vector v (half-pixel centres, clamped at the ends), built from Python numbers: no interpolation kernel to trace."""
-    rows = []
-    for i in range(dst):
-        pos = max((i + 0.5) * src / dst - 0.5, 0.0)
-        i0 = min(int(pos), src - 1)
-        i1, frac = min(i0 + 1, src - 1), pos - i0
-        row = [0.0] * src
-        row[i0] += 1.0 - frac
-        row[i1] += frac
-        rows.append(row)
-    return torch.tensor(rows, dtype=like.dtype, device=like.device)
 
 
 def resize_mixing(weight: torch.Tensor, bias: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
