@@ -81,6 +81,7 @@ from ..layers import (DropPath, MultiHeadSelfAttention, check_images, check_posi
                       heads_for_width, linear_resize_matrix, to_2tuple, window_partition, window_reverse)
 from ..layers.mbconv import conv2d
 from ..registry import register_block, register_model
+from .swin import relative_position_index
 
 
 def batch_norm(channels: int) -> nn.BatchNorm2d:
@@ -167,14 +168,10 @@ def _linear_resize_matrix(n_in: int, n_out: int, like: torch.Tensor) -> torch.Te
 
 
 def _offset_index(h: int, w: int, device) -> torch.Tensor:
-    """(h * w, h * w) flat index into a (2h - 1) x (2w - 1) table of the key's offset from the query."""
-    def make():
-        rows, cols = torch.arange(h, device=device), torch.arange(w, device=device)
-        dy = rows[None, :] - rows[:, None] + h - 1                               # (h, h): key row - query row
-        dx = cols[None, :] - cols[:, None] + w - 1
-        return (dy[:, None, :, None] * (2 * w - 1) + dx[None, :, None, :]).reshape(h * w, h * w)
-
-    return _cached(("offsets", h, w, device), make)
+    """(h * w, h * w) flat index into a (2h - 1) x (2w - 1) table of the key's offset from the query: Swin's
+    ``relative_position_index`` (the query's offset from the key) read from the other end of the table."""
+    return _cached(("offsets", h, w, device),
+                   lambda: (2 * h - 1) * (2 * w - 1) - 1 - relative_position_index((h, w), device=device))
 
 
 class RelativePositionBias(nn.Module):
