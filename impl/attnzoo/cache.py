@@ -52,9 +52,8 @@ def cache_dir(kind: str = "macs") -> Path | None:
 @functools.lru_cache(maxsize=1)
 def _code_hash() -> str:
     h = hashlib.sha1(torch.__version__.encode())
-    for path in sorted(Path(__file__).parent.rglob("*.py")):
-        h.update(path.as_posix().encode())
-        h.update(path.read_bytes())
+    for path in sorted(PACKAGE.rglob("*.py")):
+        h.update(f"{path.as_posix()}:{_file_hash(path)};".encode())
     return h.hexdigest()
 
 
