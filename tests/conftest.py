@@ -40,7 +40,14 @@ SCALE_KEYS = {"layers", "depth", "depths", "embed_dim", "embed_dims", "dims", "n
               "reduced_dims",  # DynaMixer: channels per segment in the mixing-matrix generator, same code
               "transitions",  # ViP, DynaMixer: which stages end in the 2x2 patch merging, same code
               "exp_ratios", "dim_heads",  # EMO: expansion ratios and head widths per stage, same code
-              "kernel_size"}  # Conv2Former: the modulation's depthwise kernel (7 in N, 11 in T/S/B/L), same code
+              "kernel_size",  # Conv2Former: the modulation's depthwise kernel (7 in N, 11 in T/S/B/L), same code
+              "num_classes", "num_features",  # the classifier's and the last layer's widths
+              "stride", "base_dims",  # PiT: the patch embedding's stride and the per-head widths
+              "init_values", "eta",  # CaiT's and XCiT's layer-scale initial values
+              "num_vit",  # EfficientFormer: how many of the last stage's blocks are attention blocks (at least one)
+              "expand_ratio",  # MobileViT: the inverted residuals' expansion
+              "tokenizer_layers",  # CCT: convolutions in the tokenizer
+              "num_blocks", "repeats"}  # blocks per stage or per row
 
 
 def _meta_params(name: str) -> int:
@@ -99,19 +106,44 @@ def model_families() -> list[list[str]]:
     return list(families.values())
 
 
-def shallow_kwargs(name: str, blocks: int = 1) -> dict:
-    """Keyword arguments that cap every stage of model ``name`` at ``blocks`` blocks, where its builder takes them
-    (``layers`` / ``depths`` / ``block_config`` per stage, a transformer's ``depth``). Later blocks of a stage repeat
-    the code of the second one; two blocks per stage run every code path at a fraction of the cost."""
+# Builder arguments that give the number of blocks of each stage (or row of an architecture table).
+DEPTH_KEYS = ("layers", "depths", "block_config", "num_blocks", "repeats")
+
+
+def _builder_defaults(name: str) -> dict:
+    """The registered arguments of model ``name`` over its builder's own defaults (a stage layout the registry
+    line leaves to the builder, like ESPNet's ``depths``, counts as well)."""
+    import inspect
+
     from attnzoo.registry import model_entry
 
-    defaults = model_entry(name).defaults
+    entry = model_entry(name)
+    try:
+        params = inspect.signature(entry.builder).parameters.values()
+    except (TypeError, ValueError):
+        params = ()
+    return {**{p.name: p.default for p in params if p.default is not p.empty}, **entry.defaults}
+
+
+def _int_tuple(value) -> bool:
+    return isinstance(value, tuple) and bool(value) and all(isinstance(d, int) for d in value)
+
+
+def shallow_kwargs(name: str, blocks: int = 1) -> dict:
+    """Keyword arguments that cap every stage of model ``name`` at ``blocks`` blocks, where its builder takes them
+    (a per-stage count in ``DEPTH_KEYS`` or ``depth``, a transformer's integer ``depth``, CoaT's parallel depth, the
+    repeats of an architecture table's rows). Later blocks of a stage repeat the code of the second one; two blocks
+    per stage run every code path at a fraction of the cost."""
+    defaults = _builder_defaults(name)
     kwargs = {k: tuple(min(blocks, d) for d in v) for k, v in defaults.items()
-              if k in ("layers", "depths", "block_config") and isinstance(v, tuple)
-              and all(isinstance(d, int) for d in v)}
+              if k in (*DEPTH_KEYS, "depth") and _int_tuple(v)}
     if isinstance(defaults.get("depth"), int) and defaults["depth"] < 50:  # transformer depth, not ResNet-50's
         kwargs["depth"] = min(blocks, defaults["depth"])
-    if isinstance(defaults.get("parallel_depth"), int):  # CoaT's parallel blocks after the serial stages
+        local = defaults.get("local_up_to_layer")
+        if isinstance(local, int):  # ConViT: GPSA blocks first, then self-attention blocks; keep some of each
+            kwargs["local_up_to_layer"] = min(blocks, local)
+            kwargs["depth"] = kwargs["local_up_to_layer"] + min(blocks, defaults["depth"] - local)
+    if defaults.get("parallel_depth"):  # CoaT's parallel blocks after the serial stages
         kwargs["parallel_depth"] = min(blocks, defaults["parallel_depth"])
     arch = defaults.get("arch")
     if isinstance(arch, tuple) and arch and all(isinstance(s, tuple) and all(dataclasses.is_dataclass(r)
@@ -150,6 +182,20 @@ def family_smallest():
 def pytest_generate_tests(metafunc):
     if "family_model" in metafunc.fixturenames:
         metafunc.parametrize("family_model", model_family_representatives())
+
+
+# Tests known to take seconds each, longest first: they start the run, so that its end is made of quick tests
+# that --dist worksteal (pyproject.toml) shares out evenly, and no worker is left running a long one alone.
+SLOW_FIRST = ("test_tools.py::test_the_repository_itself_passes", "test_contributor_tools.py::test_catalogue_only",
+              "test_train.py::test_ddp", "test_tools.py::test_run_reports_failing_cell", "test_notebooks.py::",
+              "test_compile.py::test_model_family", "test_timm_parity.py::", "test_reported.py::test_macs")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        return next((i for i, key in enumerate(SLOW_FIRST) if key in item.nodeid), len(SLOW_FIRST))
+
+    items.sort(key=rank)  # stable: the same order in every worker, as xdist requires
 
 
 def _block_inputs(block, channels: int, n: int, h: int, w: int, device="cpu") -> tuple:

@@ -16,8 +16,9 @@ NOTEBOOKS = sorted((e.id, ROOT / e.notebook) for e in ENTRIES.values() if e.get(
 @pytest.fixture(scope="session")
 def kernel():
     """One kernel per test process: its namespace is cleared before each notebook, torch and attnzoo stay imported
-    (each notebook in a fresh kernel costs seconds of start-up and imports; `attnzoo book` still runs them so)."""
-    with SharedKernel() as k:
+    (each notebook in a fresh kernel costs seconds of start-up and imports; `attnzoo book` still runs them so).
+    Figures are drawn and encoded as in the book, at half its resolution and without the tight crop."""
+    with SharedKernel(figure_dpi=50) as k:
         yield k
 
 
@@ -70,3 +71,18 @@ def test_shared_kernel_isolates_notebooks_and_survives_a_crash(tmp_path, kernel)
     failure = run_notebook(crash, tmp_path / "out" / "d.ipynb", {}, kernel=kernel)
     assert failure is not None and "DeadKernelError" in failure.error
     assert run_notebook(define, tmp_path / "out" / "e.ipynb", {}, kernel=kernel) is None, "the next notebook gets a new kernel"
+
+
+def test_shared_kernel_draws_figures_at_its_resolution(tmp_path, kernel):
+    import base64
+    import struct
+
+    plot = _notebook(tmp_path / "plot.ipynb", "%matplotlib inline\nimport matplotlib.pyplot as plt\n"
+                                              "fig, ax = plt.subplots(figsize=(4, 3)); ax.plot([0, 1])")
+    out = tmp_path / "out" / "plot.ipynb"
+    assert run_notebook(plot, out, {}, kernel=kernel) is None
+    images = [o["data"]["image/png"] for c in json.loads(out.read_text())["cells"] for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})]
+    assert len(images) == 1
+    width, height = struct.unpack(">II", base64.b64decode(images[0])[16:24])  # the PNG header's IHDR
+    assert (width, height) == (4 * kernel.figure_dpi, 3 * kernel.figure_dpi)

@@ -99,13 +99,16 @@ class SharedKernel:
 
     Between notebooks its namespace is cleared, so a notebook cannot use a name another one defined; what stays is
     the interpreter itself: imported modules (torch, attnzoo with its loaded registry) and process-wide settings.
+    ``figure_dpi`` renders the inline figures at that resolution, without the tight crop (a test run that only
+    needs the figures drawn, not looked at); by default they render as in the book.
     """
 
-    def __init__(self, kernel_name: str = "python3", startup_timeout: int = 120):
+    def __init__(self, kernel_name: str = "python3", startup_timeout: int = 120, figure_dpi: int | None = None):
         _register_engine()
         self.kernel_name = kernel_name
         self.km = None
         self.startup_timeout = startup_timeout
+        self.figure_dpi = figure_dpi
 
     def __enter__(self) -> SharedKernel:
         self.start()
@@ -120,6 +123,9 @@ class SharedKernel:
         self.km = AsyncKernelManager(kernel_name=self.kernel_name)  # the class papermill itself uses
         _sync(self.km.start_kernel)()
         self._execute("pass")
+        if self.figure_dpi is not None:
+            # every figure is still drawn and encoded, in one pass (no tight bounding box) and at fewer pixels
+            self._execute(f"%config InlineBackend.print_figure_kwargs = {{'dpi': {self.figure_dpi}, 'bbox_inches': None}}")
 
     def shutdown(self) -> None:
         if self.km is not None and self.km.has_kernel:
@@ -157,7 +163,8 @@ _ENGINE = "attnzoo-shared-kernel"
 @functools.cache
 def _register_engine() -> str:
     """papermill's nbclient engine with a kernel manager it does not own: the kernel outlives the notebook,
-    and the per-notebook client's channels are closed afterwards. Returns the engine's name."""
+    the per-notebook client's channels are closed afterwards, and the output is written once, at the end.
+    Returns the engine's name."""
     from papermill.clientwrap import PapermillNotebookClient
     from papermill.engines import NBClientEngine, papermill_engines
 
@@ -169,9 +176,13 @@ def _register_engine() -> str:
             client = PapermillNotebookClient(nb_man, km=km, timeout=execution_timeout, startup_timeout=start_timeout,
                                              kernel_name=kernel_name, log_output=log_output, stdout_file=stdout_file,
                                              stderr_file=stderr_file, **kwargs)
+            # papermill rewrites the whole output notebook (figures included) as each cell starts and ends; here it
+            # is written once, when the notebook completes or fails (papermill's notebook_complete, after this)
+            output_path, nb_man.output_path = nb_man.output_path, None
             try:
                 return client.execute()
             finally:
+                nb_man.output_path = output_path
                 if client.kc is not None:
                     client.kc.stop_channels()
 

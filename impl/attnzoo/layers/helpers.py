@@ -37,6 +37,14 @@ def check_positive_ints(name: str, values) -> tuple[int, ...]:
     return tuple(check_positive_int(f"{name}[{i}]", v) for i, v in enumerate(values))
 
 
+def check_repeats(name: str, values, rows: int) -> tuple[int, ...]:
+    """Blocks per row (or stage) of an architecture table: ``rows`` positive integers, else a ValueError naming it."""
+    values = check_positive_ints(name, values)
+    if len(values) != rows:
+        raise ValueError(f"{name} needs {rows} entries (one per row of the table), got {values!r}")
+    return values
+
+
 def heads_for_width(channels: int, num_heads: int | None, head_width: int, paper: str) -> int:
     """``num_heads`` checked, or (None) the heads of ``head_width`` channels each that ``paper`` uses by default."""
     if num_heads is None:

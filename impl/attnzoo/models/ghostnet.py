@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from ..convs.ghost import GhostModule
-from ..layers import check_images, check_positive_int, make_divisible
+from ..layers import check_images, check_positive_int, check_repeats, make_divisible
 from ..layers.head import pooled_logits
 from ..registry import create_attention, get_attn, register_model
 from ..timm import register_timm_rules
@@ -95,11 +95,17 @@ class GhostNet(nn.Module):
         width: width multiplier. drop_rate: dropout before the classifier (0.2).
         attn_layer / attn_kwargs: the attention in the SE slots: "se" without ``attn_kwargs`` is the authors' SE,
         None removes it, any other registered name (or factory ``f(channels)``) replaces it.
+        depths: bottlenecks of each stage (Table 1's by default); fewer keep the first ones of the stage.
     """
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, width: float = 1.0, drop_rate: float = 0.2,
-                 attn_layer="se", attn_kwargs: dict | None = None):
+                 attn_layer="se", attn_kwargs: dict | None = None,
+                 depths: tuple[int, ...] = tuple(len(stage) for stage in GHOSTNET_CFGS)):
         super().__init__()
+        depths = check_repeats("depths", depths, len(GHOSTNET_CFGS))
+        if any(d > len(stage) for d, stage in zip(depths, GHOSTNET_CFGS)):
+            raise ValueError(f"depths can keep at most Table 1's bottlenecks per stage "
+                             f"{tuple(len(s) for s in GHOSTNET_CFGS)}, got {depths!r}")
         check_positive_int("num_classes", num_classes)
         check_positive_int("in_chans", in_chans)
         if not width > 0:
@@ -112,9 +118,9 @@ class GhostNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(ch)
         self.act1 = nn.ReLU()
         stages = []
-        for cfg in GHOSTNET_CFGS:
+        for cfg, depth in zip(GHOSTNET_CFGS, depths):
             blocks = []
-            for k, exp, c, se, s in cfg:
+            for k, exp, c, se, s in cfg[:depth]:
                 out = make_divisible(c * width, 4)
                 blocks.append(GhostBottleneck(ch, make_divisible(exp * width, 4), out, k, s, attn if se else None))
                 ch = out

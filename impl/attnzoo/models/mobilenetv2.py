@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from ..layers import check_images, check_positive_int, conv_fan_out_init, create_act, make_divisible
+from ..layers import check_images, check_positive_int, check_repeats, conv_fan_out_init, create_act, make_divisible
 from ..layers.head import pooled_logits
 from ..layers.mbconv import DepthwiseSeparable, MBConv, conv2d
 from ..registry import get_attn, get_conv, register_model
@@ -38,12 +38,14 @@ MBV2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6,
 
 class MobileNetV2(nn.Module):
     """(N, in_chans, H, W) -> (N, num_classes); ``attn_layer`` goes after each depthwise convolution (t = 6),
-    ``conv_layer`` replaces the blocks' convolutions (expand, depthwise, project)."""
+    ``conv_layer`` replaces the blocks' convolutions (expand, depthwise, project); ``repeats`` gives the blocks of
+    each row of Table 2 (the paper's by default; fewer build a shallower network of the same widths)."""
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0, attn_layer=None,
                  attn_kwargs: dict | None = None, drop_rate: float = 0.1, conv_layer=None,
-                 conv_kwargs: dict | None = None):
+                 conv_kwargs: dict | None = None, repeats: tuple[int, ...] = tuple(r[2] for r in MBV2_SETTINGS)):
         super().__init__()
+        repeats = check_repeats("repeats", repeats, len(MBV2_SETTINGS))
         check_positive_int("num_classes", num_classes)
         check_positive_int("in_chans", in_chans)
         if not width_mult > 0:
@@ -55,7 +57,7 @@ class MobileNetV2(nn.Module):
         self.conv_stem = conv2d(in_chans, in_ch, 3, 2, padding="symmetric")
         self.bn1, self.act1 = nn.BatchNorm2d(in_ch), create_act("relu6")
         rows = []
-        for t, c, n, s in MBV2_SETTINGS:
+        for (t, c, _, s), n in zip(MBV2_SETTINGS, repeats):
             out_ch, blocks = make_divisible(c * width_mult, 8), []
             for i in range(n):
                 stride = s if i == 0 else 1

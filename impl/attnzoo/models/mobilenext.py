@@ -33,7 +33,7 @@ import math
 import torch
 import torch.nn as nn
 
-from ..layers import check_images, ConvNormAct, check_positive_int, make_divisible
+from ..layers import check_images, ConvNormAct, check_positive_int, check_repeats, make_divisible
 from ..registry import get_attn, get_conv, register_model
 
 # (expansion t, output channels c, repeats n, first stride s): Table 2 of the paper / mnext.py's cfgs
@@ -81,12 +81,15 @@ class SandglassBlock(nn.Module):
 
 
 class MobileNeXt(nn.Module):
-    """(N, in_chans, H, W) -> (N, num_classes); ``width_mult`` scales every width but the last 1280 (below 1)."""
+    """(N, in_chans, H, W) -> (N, num_classes); ``width_mult`` scales every width but the last 1280 (below 1),
+    ``repeats`` gives the blocks of each row of Table 2 (the paper's by default; fewer build a shallower network)."""
 
     def __init__(self, num_classes: int = 1000, in_chans: int = 3, width_mult: float = 1.0,
                  identity_ratio: float = 1.0, drop_rate: float = 0.2, attn_layer=None, attn_kwargs: dict | None = None,
-                 conv_layer=None, conv_kwargs: dict | None = None):
+                 conv_layer=None, conv_kwargs: dict | None = None,
+                 repeats: tuple[int, ...] = tuple(r[2] for r in MNEXT_SETTINGS)):
         super().__init__()
+        repeats = check_repeats("repeats", repeats, len(MNEXT_SETTINGS))
         check_positive_int("num_classes", num_classes)
         check_positive_int("in_chans", in_chans)
         if not width_mult > 0:
@@ -99,9 +102,9 @@ class MobileNeXt(nn.Module):
         conv = get_conv(conv_layer, **(conv_kwargs or {}))
         ch = make_divisible(32 * width_mult, 8)
         blocks = [ConvNormAct(in_chans, ch, 3, 2, act="relu6")]
-        for t, c, n, s in MNEXT_SETTINGS:
+        for (t, c, rows, s), n in zip(MNEXT_SETTINGS, repeats):
             out = 1280 if c == 1280 and width_mult < 1 else make_divisible(c * width_mult, 8)
-            keep = t == 2 or (n == 1 and s == 1)   # the full sandglass at a width change
+            keep = t == 2 or (rows == 1 and s == 1)   # the full sandglass at a width change (Table 2's rows)
             blocks.append(SandglassBlock(ch, out, s, t, first_dw=keep or ch == out, last_dw=keep or s == 2 or ch == out,
                                          identity_ratio=identity_ratio, attn=attn, conv_layer=conv))
             ch = out
