@@ -133,12 +133,29 @@ def _other_size(name: str, smallest: bool = True) -> tuple[int, int]:
     return _by_prefix(OTHER_SIZE, name, (161, 129))
 
 
-def _pair(name: str, timm_kwargs: dict | None = None, both_kwargs: dict | None = None):
+def _pair(name: str, timm_kwargs: dict | None = None, both_kwargs: dict | None = None,
+          ours_kwargs: dict | None = None):
     with _random_init_skipped():
         theirs = timm.create_model(TWINS[name], **(timm_kwargs or {}), **(both_kwargs or {})).eval()
     _randomise(theirs)
-    return theirs, load_timm_weights(_uninitialised(name, **_by_prefix(OURS_KWARGS, name, {}), **(both_kwargs or {})),
-                                     theirs)
+    ours = _uninitialised(name, **_by_prefix(OURS_KWARGS, name, {}), **(both_kwargs or {}), **(ours_kwargs or {}))
+    return theirs, load_timm_weights(ours, theirs)
+
+
+# Families whose timm variants let the stage depths be overridden, with timm's names for the depth arguments our
+# ``shallow`` fixture gives where they differ. Their larger twins are compared at two blocks per stage on both sides
+# (the variant's widths, heads and layout at a fraction of the cost), after their full-depth weights are mapped on
+# the meta device (every tensor of timm's variant finds its place and shape in ours, without memory or compute).
+SHALLOW_TWINS = {"vit_": {}, "deit_": {}, "xcit_": {}, "cait_": {}, "convit_": {}, "swin_": {}, "convnext_": {},
+                 "pit_": {}, "densenet": {}, "resnet": {}, "res2net": {}, "wide_resnet": {}, "se_resnet": {},
+                 "levit_": {"depths": "depth"}, "coat_lite": {"depths": "serial_depths"}}
+
+
+def _maps_at_full_depth(name: str, kwargs: dict) -> None:
+    with torch.device("meta"):
+        theirs = timm.create_model(TWINS[name], **kwargs.get("timm", {}), **kwargs.get("both", {}))
+        ours = create_model(name, **_by_prefix(OURS_KWARGS, name, {}), **kwargs.get("both", {}))
+    load_timm_weights(ours, theirs)
 
 
 def _uninitialised(name: str, **kwargs) -> nn.Module:
@@ -156,17 +173,23 @@ def test_there_are_twins():
 
 
 @pytest.mark.parametrize("name", sorted(TWINS))
-def test_timm_weights_give_timm_logits(name, family_smallest):
+def test_timm_weights_give_timm_logits(name, family_smallest, shallow):
     """Every twin at the second size; the smallest twin of each family (variants that only scale one architecture)
     at its default size too. The larger variants run the same code: what the test adds for them is the mapping of
     their weights, which the second size checks as well as the default one, at a fraction of the cost (see
-    ``_other_size``)."""
+    ``_other_size``), and at two blocks per stage where timm lets the depths be set (``SHALLOW_TWINS``)."""
     default = tuple(timm.models.get_pretrained_cfg_value(TWINS[name], "input_size") or (3, 224, 224))[1:]
     kwargs = _by_prefix(OTHER_SIZE_KWARGS, name, {})
     pair = None
     smallest = family_smallest(name, TWINS) == name
+    renames = None if smallest else _by_prefix(SHALLOW_TWINS, name, None)
+    if renames is not None:
+        _maps_at_full_depth(name, kwargs)
+        depths = shallow(name, blocks=2)
+        pair = _pair(name, {**kwargs.get("timm", {}), **{renames.get(k, k): v for k, v in depths.items()}},
+                     kwargs.get("both"), depths)
     for size in [default, _other_size(name)] if smallest else [_other_size(name, smallest=False)]:
-        if pair is None or (size != default and kwargs):
+        if pair is None or (size != default and kwargs and renames is None):
             pair = _pair(name, kwargs.get("timm"), kwargs.get("both")) if size != default else _pair(name)
         theirs, ours = pair
         x = torch.randn(1, 3, *size)
