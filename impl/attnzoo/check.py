@@ -8,6 +8,7 @@ import dataclasses
 import functools
 import traceback
 from pathlib import Path
+from typing import Callable
 
 from . import registry
 from .bib import load_bib
@@ -201,12 +202,19 @@ def build_problems() -> tuple[Problem, ...]:
     problems = []
     for kind in registry.KINDS:
         for name in registry.list_names(kind):
-            found = cached_by_files(f"build-{kind}-{name}", functools.partial(_build_problem, kind, name))
+            found = build_problem(kind, name)
             problems += [Problem(**found)] if found else []
     return tuple(problems)
 
 
-def _build_problem(kind: str, name: str) -> tuple[dict | None, set[str] | None]:
+def build_problem(kind: str, name: str, inspect: Callable[[object], None] | None = None) -> dict | None:
+    """The problem (as a dict of ``Problem`` fields) if registered ``name`` of ``kind`` cannot be built as the check
+    builds it, else None; remembered like ``build_problems``. ``inspect(built)`` sees the object when it is built
+    here rather than remembered (the test suite counts parameters on it, and so primes the check's memory)."""
+    return cached_by_files(f"build-{kind}-{name}", functools.partial(_build_problem, kind, name, inspect))
+
+
+def _build_problem(kind: str, name: str, inspect=None) -> tuple[dict | None, set[str] | None]:
     """(None, the modules whose classes the built object uses) if ``name`` builds; (the problem, None) if not:
     failures are never remembered."""
     module = registry.get_entry(kind, name).module
@@ -221,5 +229,7 @@ def _build_problem(kind: str, name: str) -> tuple[dict | None, set[str] | None]:
         return dataclasses.asdict(Problem(path, f"registered {kind} {name!r} cannot be built with its defaults: "
                                           f"{create}({call}) raised {type(exc).__name__}: {exc}", None,
                                           frames[-1].lineno if frames else None)), None
+    if inspect is not None:
+        inspect(built)
     parts = built.modules() if hasattr(built, "modules") else [built]
     return None, {module, *(type(m).__module__ for m in parts)}
