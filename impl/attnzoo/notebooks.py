@@ -71,7 +71,7 @@ def run_notebook(source: Path, output: Path, parameters: dict[str, Any], timeout
     engine = {}
     if kernel is not None:
         kernel.reset(source.parent)
-        engine = dict(engine_name=_register_engine(), km=kernel.km)
+        engine = dict(engine_name=_register_engine(), km=kernel.km, kc=kernel.kc)
     try:
         papermill.execute_notebook(str(source), str(output), parameters=parameters, progress_bar=False,
                                    kernel_name="python3", cwd=str(source.parent), execution_timeout=timeout,
@@ -107,6 +107,7 @@ class SharedKernel:
         _register_engine()
         self.kernel_name = kernel_name
         self.km = None
+        self.kc = None
         self.startup_timeout = startup_timeout
         self.figure_dpi = figure_dpi
 
@@ -122,12 +123,19 @@ class SharedKernel:
 
         self.km = AsyncKernelManager(kernel_name=self.kernel_name)  # the class papermill itself uses
         _sync(self.km.start_kernel)()
-        self._execute("pass")
+        # one client for the kernel's life: a new one waits ~0.2 s for the kernel's output channel to fall silent
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        _sync(self.kc.wait_for_ready)(timeout=self.startup_timeout)
+        self.kc.allow_stdin = False
         if self.figure_dpi is not None:
             # every figure is still drawn and encoded, in one pass (no tight bounding box) and at fewer pixels
             self._execute(f"%config InlineBackend.print_figure_kwargs = {{'dpi': {self.figure_dpi}, 'bbox_inches': None}}")
 
     def shutdown(self) -> None:
+        if self.kc is not None:
+            self.kc.stop_channels()
+            self.kc = None
         if self.km is not None and self.km.has_kernel:
             _sync(self.km.shutdown_kernel)(now=True)
 
@@ -139,14 +147,7 @@ class SharedKernel:
         self._execute(_RESET.format(cwd=str(cwd)))
 
     def _execute(self, code: str) -> None:
-        client = self.km.client()  # one client per request, as papermill opens one per notebook
-        client.start_channels()
-        try:
-            _sync(client.wait_for_ready)(timeout=self.startup_timeout)
-            reply = _sync(client.execute_interactive)(code, timeout=60, store_history=False,
-                                                      output_hook=lambda msg: None)
-        finally:
-            client.stop_channels()
+        reply = _sync(self.kc.execute_interactive)(code, timeout=60, store_history=False, output_hook=lambda msg: None)
         if reply["content"]["status"] != "ok":
             raise RuntimeError(f"shared kernel: {reply['content'].get('ename')}: {reply['content'].get('evalue')}")
 
@@ -162,8 +163,8 @@ _ENGINE = "attnzoo-shared-kernel"
 
 @functools.cache
 def _register_engine() -> str:
-    """papermill's nbclient engine with a kernel manager it does not own: the kernel outlives the notebook,
-    the per-notebook client's channels are closed afterwards, and the output is written once, at the end.
+    """papermill's nbclient engine with a kernel manager (and client) it does not own: the kernel outlives the
+    notebook, a client opened for the notebook is closed afterwards, and the output is written once, at the end.
     Returns the engine's name."""
     from papermill.clientwrap import PapermillNotebookClient
     from papermill.engines import NBClientEngine, papermill_engines
@@ -171,19 +172,21 @@ def _register_engine() -> str:
     class SharedKernelEngine(NBClientEngine):
         @classmethod
         def execute_managed_notebook(cls, nb_man, kernel_name, log_output=False, stdout_file=None,
-                                     stderr_file=None, start_timeout=60, execution_timeout=None, km=None, **kwargs):
+                                     stderr_file=None, start_timeout=60, execution_timeout=None, km=None, kc=None,
+                                     **kwargs):
             kwargs = {k: v for k, v in kwargs.items() if k not in ("input_path", "timeout", "startup_timeout")}
             client = PapermillNotebookClient(nb_man, km=km, timeout=execution_timeout, startup_timeout=start_timeout,
                                              kernel_name=kernel_name, log_output=log_output, stdout_file=stdout_file,
                                              stderr_file=stderr_file, **kwargs)
             # papermill rewrites the whole output notebook (figures included) as each cell starts and ends; here it
             # is written once, when the notebook completes or fails (papermill's notebook_complete, after this)
+            client.kc = kc  # the kernel's own client, kept open (None: papermill opens one for this notebook)
             output_path, nb_man.output_path = nb_man.output_path, None
             try:
                 return client.execute()
             finally:
                 nb_man.output_path = output_path
-                if client.kc is not None:
+                if kc is None and client.kc is not None:
                     client.kc.stop_channels()
 
     papermill_engines.register(_ENGINE, SharedKernelEngine)
