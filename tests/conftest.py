@@ -28,14 +28,17 @@ def pytest_addoption(parser):
 
 # --- model families: one registered model stands for the variants that only scale it -------------------------
 
+# Builder arguments that give the number of blocks of each stage (or row of an architecture table).
+DEPTH_KEYS = ("layers", "depths", "block_config", "num_blocks", "repeats")
+
 # Registration arguments that only scale a model (depths, widths, heads) or choose the attention module it plugs
 # in (each attention module is tested on its own): models that differ only in these run the same code.
-SCALE_KEYS = {"layers", "depth", "depths", "embed_dim", "embed_dims", "dims", "num_heads", "heads", "mlp_ratio",
+SCALE_KEYS = {"depth", "embed_dim", "embed_dims", "dims", "num_heads", "heads", "mlp_ratio",
               "mlp_ratios", "width", "widths", "width_mult", "width_multiplier", "channels", "planes", "expansion",
               "segment_dims", "min_rd", "img_size", "drop_path_rate", "stem_width", "attn_layer", "attn_kwargs",
               "attn_stages", "layer_scale_init_value", "hidden_dim", "tokens_mlp_dim", "channels_mlp_dim",
               "patch_size", "window_size", "base_width", "scale", "drop_rate", "growth_rate",
-              "block_config", "dim", "alpha", "key_dim", "decoder_dim", "se_reduction",
+              "dim", "alpha", "key_dim", "decoder_dim", "se_reduction",
               "n_div",  # ShiftViT: the shifted share of the channels (4 / n_div), same code
               "reduced_dims",  # DynaMixer: channels per segment in the mixing-matrix generator, same code
               "transitions",  # ViP, DynaMixer: which stages end in the 2x2 patch merging, same code
@@ -47,7 +50,7 @@ SCALE_KEYS = {"layers", "depth", "depths", "embed_dim", "embed_dims", "dims", "n
               "num_vit",  # EfficientFormer: how many of the last stage's blocks are attention blocks (at least one)
               "expand_ratio",  # MobileViT: the inverted residuals' expansion
               "tokenizer_layers",  # CCT: convolutions in the tokenizer
-              "num_blocks", "repeats"}  # blocks per stage or per row
+              } | set(DEPTH_KEYS)  # blocks per stage or per row
 
 
 def _meta_params(name: str) -> int:
@@ -113,10 +116,6 @@ def model_families() -> list[list[str]]:
         key = (entry.builder, tuple(sorted((k, repr(v)) for k, v in entry.defaults.items() if k not in SCALE_KEYS)))
         families.setdefault(key, []).append(name)
     return list(families.values())
-
-
-# Builder arguments that give the number of blocks of each stage (or row of an architecture table).
-DEPTH_KEYS = ("layers", "depths", "block_config", "num_blocks", "repeats")
 
 
 def _builder_defaults(name: str) -> dict:

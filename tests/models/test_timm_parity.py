@@ -106,9 +106,6 @@ def _random_init_skipped():
     every parameter. Deterministic tensors (index buffers, constant fills) are built as usual."""
     skipped = ("uniform_", "normal_", "erfinv_")
     saved = {name: getattr(torch.Tensor, name) for name in skipped}
-    # the scaling that follows a skipped fill (trunc_normal_'s mul_, add_, clamp_) runs on uninitialised memory,
-    # whose denormal numbers make it a hundred times slower unless they are flushed
-    flushing = torch.set_flush_denormal(True)
     try:
         for name in skipped:
             setattr(torch.Tensor, name, lambda self, *args, **kwargs: self)
@@ -116,8 +113,6 @@ def _random_init_skipped():
     finally:
         for name, method in saved.items():
             setattr(torch.Tensor, name, method)
-        if flushing:
-            torch.set_flush_denormal(False)
 
 
 def _by_prefix(table: dict, name: str, default):
@@ -180,18 +175,19 @@ def test_timm_weights_give_timm_logits(name, family_smallest, shallow):
     ``_other_size``), and at two blocks per stage where timm lets the depths be set (``SHALLOW_TWINS``)."""
     default = tuple(timm.models.get_pretrained_cfg_value(TWINS[name], "input_size") or (3, 224, 224))[1:]
     kwargs = _by_prefix(OTHER_SIZE_KWARGS, name, {})
-    pair = None
     smallest = family_smallest(name, TWINS) == name
+    other = _other_size(name, smallest)
     renames = None if smallest else _by_prefix(SHALLOW_TWINS, name, None)
-    if renames is not None:
+    if renames is not None:  # a larger twin whose depths timm lets us set: full-depth mapping, shallow logits
         _maps_at_full_depth(name, kwargs)
         depths = shallow(name, blocks=2)
-        pair = _pair(name, {**kwargs.get("timm", {}), **{renames.get(k, k): v for k, v in depths.items()}},
-                     kwargs.get("both"), depths)
-    for size in [default, _other_size(name)] if smallest else [_other_size(name, smallest=False)]:
-        if pair is None or (size != default and kwargs and renames is None):
-            pair = _pair(name, kwargs.get("timm"), kwargs.get("both")) if size != default else _pair(name)
-        theirs, ours = pair
+        timm_kwargs = {**kwargs.get("timm", {}), **{renames.get(k, k): v for k, v in depths.items()}}
+        cases = [(other, _pair(name, timm_kwargs, kwargs.get("both"), depths))]
+    else:
+        at_other = _pair(name, kwargs.get("timm"), kwargs.get("both"))
+        cases = [(default, _pair(name) if kwargs else at_other)] if smallest else []
+        cases.append((other, at_other))
+    for size, (theirs, ours) in cases:
         x = torch.randn(1, 3, *size)
         with torch.no_grad():
             expected, got = theirs(x), ours(x)
