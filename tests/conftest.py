@@ -1,3 +1,4 @@
+import contextlib
 import functools
 import os
 
@@ -226,6 +227,80 @@ def _block_inputs(block, channels: int, n: int, h: int, w: int, device="cpu") ->
     required = [p for p in inspect.signature(block.forward).parameters.values()
                 if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD]
     return tuple(torch.randn(n, channels, h, w, device=device) for _ in required)
+
+
+# --- building models fast on the CPU ------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _tensor_methods_replaced(**methods):
+    """``torch.Tensor.<name>`` replaced by the given functions for the duration of the block."""
+    saved = {name: getattr(torch.Tensor, name) for name in methods}
+    try:
+        for name, method in methods.items():
+            setattr(torch.Tensor, name, method)
+        yield saved
+    finally:
+        for name, method in saved.items():
+            setattr(torch.Tensor, name, method)
+
+
+_SAMPLES = 1 << 22  # numbers per cached block of samples
+
+
+@functools.cache
+def _sample_blocks() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {"uniform": torch.rand(_SAMPLES, generator=g), "normal": torch.randn(_SAMPLES, generator=g)}
+
+
+@contextlib.contextmanager
+def _cheap_random_fills():
+    """While a model is built on the CPU, ``Tensor.uniform_`` and ``Tensor.normal_`` (what ``nn.init`` and timm's
+    initialisers call) copy their numbers from one cached block of samples, at an offset that moves with every fill,
+    instead of drawing them: drawing is about 90 % of the time it takes to build a model. Each tensor still gets
+    uniform or normal samples with the bounds, mean and std it asked for; only the draws recur across tensors. A
+    fill with its own generator, or of a tensor that is not a float32/float64 CPU tensor, draws as usual."""
+    blocks, offset = _sample_blocks(), [0]
+
+    def copy_samples(t: torch.Tensor, kind: str, scale: float, shift: float) -> torch.Tensor:
+        n, start = t.numel(), offset[0] % _SAMPLES
+        offset[0] += n + 7919  # a prime step: consecutive tensors do not start where the last one did
+        flat = t.view(-1) if t.is_contiguous() else torch.empty(n, dtype=t.dtype)
+        done = 0
+        while done < n:
+            k = min(n - done, _SAMPLES - start)
+            torch.mul(blocks[kind][start:start + k], scale, out=flat[done:done + k])
+            done, start = done + k, 0
+        if shift:
+            flat.add_(shift)
+        if flat.data_ptr() != t.data_ptr():
+            t.copy_(flat.view(t.shape))
+        return t
+
+    def drawn_as_usual(t: torch.Tensor, generator) -> bool:
+        return generator is not None or t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64)
+
+    def uniform_(t, a=0.0, b=1.0, *, generator=None):
+        if drawn_as_usual(t, generator):
+            return saved["uniform_"](t, a, b, generator=generator)
+        with torch.no_grad():
+            return copy_samples(t, "uniform", b - a, a)
+
+    def normal_(t, mean=0.0, std=1.0, *, generator=None):
+        if drawn_as_usual(t, generator):
+            return saved["normal_"](t, mean, std, generator=generator)
+        with torch.no_grad():
+            return copy_samples(t, "normal", std, mean)
+
+    with _tensor_methods_replaced(uniform_=uniform_, normal_=normal_) as saved:
+        yield
+
+
+@pytest.fixture(scope="session")
+def cheap_init():
+    """``with cheap_init(): model = create_model(...)``: random initial weights without the cost of drawing them
+    (see ``_cheap_random_fills``), for tests about shapes, gradients and code paths, not about initial values."""
+    return _cheap_random_fills
 
 
 def _randomise_bn(module: torch.nn.Module) -> torch.nn.Module:

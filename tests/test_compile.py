@@ -38,7 +38,8 @@ def test_block_traces_without_graph_breaks(name, block_inputs):
     _assert_no_breaks(block, *block_inputs(block, 64, 2, 7, 9))
 
 
-def test_model_family_traces_without_graph_breaks(family_model, shallow):
+def test_model_family_traces_without_graph_breaks(family_model, shallow, cheap_init):
     name = family_model
-    model = create_model(name, num_classes=10, **shallow(name)).eval()
+    with cheap_init():
+        model = create_model(name, num_classes=10, **shallow(name)).eval()
     _assert_no_breaks(model, torch.randn(1, 3, 67, 45))
