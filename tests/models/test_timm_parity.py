@@ -190,7 +190,8 @@ def test_timm_weights_give_timm_logits(name, family_smallest, shallow):
     """Every twin at the second size; the smallest twin of each family (variants that only scale one architecture)
     at its default size too. The larger variants run the same code: what the test adds for them is the mapping of
     their weights, which the second size checks as well as the default one, at a fraction of the cost (see
-    ``_other_size``), and at two blocks per stage where timm lets the depths be set (``SHALLOW_TWINS``)."""
+    ``_other_size``), and at two blocks per stage where timm lets the depths be set (``SHALLOW_TWINS``) or once both
+    models are cut to them after loading (``CUT_TWINS``)."""
     default = tuple(timm.models.get_pretrained_cfg_value(TWINS[name], "input_size") or (3, 224, 224))[1:]
     kwargs = _by_prefix(OTHER_SIZE_KWARGS, name, {})
     smallest = family_smallest(name, TWINS) == name
