@@ -280,7 +280,8 @@ def _cheap_random_fills():
     def drawn_as_usual(t: torch.Tensor, generator) -> bool:
         return generator is not None or t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64)
 
-    def uniform_(t, a=0.0, b=1.0, *, generator=None):
+    def uniform_(t, *bounds, generator=None, **named):  # Tensor.uniform_(from=0, to=1), ``from`` a keyword
+        a, b = [*bounds, *[named.get("from", 0.0), named.get("to", 1.0)][len(bounds):]]
         if drawn_as_usual(t, generator):
             return saved["uniform_"](t, a, b, generator=generator)
         with torch.no_grad():
