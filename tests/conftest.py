@@ -265,7 +265,8 @@ def _cheap_random_fills():
     def copy_samples(t: torch.Tensor, kind: str, scale: float, shift: float) -> torch.Tensor:
         n, start = t.numel(), offset[0] % _SAMPLES
         offset[0] += n + 7919  # a prime step: consecutive tensors do not start where the last one did
-        flat = t.view(-1) if t.is_contiguous() else torch.empty(n, dtype=t.dtype)
+        contiguous = t.is_contiguous()
+        flat = t.view(-1) if contiguous else torch.empty(n, dtype=t.dtype)
         done = 0
         while done < n:
             k = min(n - done, _SAMPLES - start)
@@ -273,7 +274,7 @@ def _cheap_random_fills():
             done, start = done + k, 0
         if shift:
             flat.add_(shift)
-        if flat.data_ptr() != t.data_ptr():
+        if not contiguous:
             t.copy_(flat.view(t.shape))
         return t
 
@@ -295,6 +296,23 @@ def _cheap_random_fills():
 
     with _tensor_methods_replaced(uniform_=uniform_, normal_=normal_) as saved:
         yield
+
+
+@contextlib.contextmanager
+def _random_fills_skipped():
+    """While a model is built, its random fills (``uniform_``, ``normal_`` and the ``erfinv_`` of truncated normals)
+    do nothing and leave the allocated memory as it is: for a model whose every parameter is overwritten next."""
+    def unchanged(t, *args, **kwargs):
+        return t
+
+    with _tensor_methods_replaced(uniform_=unchanged, normal_=unchanged, erfinv_=unchanged):
+        yield
+
+
+@pytest.fixture(scope="session")
+def random_fills_skipped():
+    """``with random_fills_skipped(): model = ...``: no random initialisation at all (see ``_random_fills_skipped``)."""
+    return _random_fills_skipped
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,5 @@
 """Every registered model with a timm twin loads timm's weights and gives timm's logits (random weights,
 randomised BatchNorm statistics, eval mode) at its default size and at a second size both compute the same way."""
-import contextlib
 import functools
 
 import pytest
@@ -99,22 +98,6 @@ def _hash_block() -> torch.Tensor:
     return block.repeat(2)
 
 
-@contextlib.contextmanager
-def _random_init_skipped():
-    """While timm builds a model, its random fills do nothing: drawing the numbers (uniform_ for 300 M parameters
-    takes longer than a forward pass) is most of the cost of building a large model, and _randomise overwrites
-    every parameter. Deterministic tensors (index buffers, constant fills) are built as usual."""
-    skipped = ("uniform_", "normal_", "erfinv_")
-    saved = {name: getattr(torch.Tensor, name) for name in skipped}
-    try:
-        for name in skipped:
-            setattr(torch.Tensor, name, lambda self, *args, **kwargs: self)
-        yield
-    finally:
-        for name, method in saved.items():
-            setattr(torch.Tensor, name, method)
-
-
 def _by_prefix(table: dict, name: str, default):
     return next((v for k, v in table.items() if name.startswith(k)), default)
 
@@ -128,9 +111,11 @@ def _other_size(name: str, smallest: bool = True) -> tuple[int, int]:
     return _by_prefix(OTHER_SIZE, name, (161, 129))
 
 
-def _pair(name: str, timm_kwargs: dict | None = None, both_kwargs: dict | None = None,
+def _pair(name: str, fills_skipped, timm_kwargs: dict | None = None, both_kwargs: dict | None = None,
           ours_kwargs: dict | None = None):
-    with _random_init_skipped():
+    """timm's model (built without random fills, then ``_randomise``d) and ours with its weights, both in eval.
+    ``fills_skipped``: the ``random_fills_skipped`` fixture (drawing 300 M numbers costs more than a forward)."""
+    with fills_skipped():
         theirs = timm.create_model(TWINS[name], **(timm_kwargs or {}), **(both_kwargs or {})).eval()
     _randomise(theirs)
     ours = _uninitialised(name, **_by_prefix(OURS_KWARGS, name, {}), **(both_kwargs or {}), **(ours_kwargs or {}))
@@ -186,7 +171,7 @@ def test_there_are_twins():
 
 
 @pytest.mark.parametrize("name", sorted(TWINS))
-def test_timm_weights_give_timm_logits(name, family_smallest, shallow):
+def test_timm_weights_give_timm_logits(name, family_smallest, shallow, random_fills_skipped):
     """Every twin at the second size; the smallest twin of each family (variants that only scale one architecture)
     at its default size too. The larger variants run the same code: what the test adds for them is the mapping of
     their weights, which the second size checks as well as the default one, at a fraction of the cost (see
@@ -201,12 +186,12 @@ def test_timm_weights_give_timm_logits(name, family_smallest, shallow):
         _maps_at_full_depth(name, kwargs)
         depths = shallow(name, blocks=2)
         timm_kwargs = {**kwargs.get("timm", {}), **{renames.get(k, k): v for k, v in depths.items()}}
-        cases = [(other, _pair(name, timm_kwargs, kwargs.get("both"), depths))]
+        cases = [(other, _pair(name, random_fills_skipped, timm_kwargs, kwargs.get("both"), depths))]
     else:
-        at_other = _pair(name, kwargs.get("timm"), kwargs.get("both"))
+        at_other = _pair(name, random_fills_skipped, kwargs.get("timm"), kwargs.get("both"))
         if not smallest and name.startswith(CUT_TWINS):
             _cut_to_two_blocks(*at_other)
-        cases = [(default, _pair(name) if kwargs else at_other)] if smallest else []
+        cases = [(default, _pair(name, random_fills_skipped) if kwargs else at_other)] if smallest else []
         cases.append((other, at_other))
     for size, (theirs, ours) in cases:
         x = torch.randn(1, 3, *size)
@@ -217,9 +202,9 @@ def test_timm_weights_give_timm_logits(name, family_smallest, shallow):
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-5 * scale.item(), msg=f"{name} at {size}")
 
 
-def test_the_fill_makes_a_swapped_tensor_change_the_logits():
+def test_the_fill_makes_a_swapped_tensor_change_the_logits(random_fills_skipped):
     """The parity test's guard: two same-shape weights exchanged, or one transposed, must not give timm's logits."""
-    theirs, ours = _pair("resnet18")
+    theirs, ours = _pair("resnet18", random_fills_skipped)
     x = torch.randn(1, 3, 64, 48)
     with torch.no_grad():
         expected = theirs(x)
