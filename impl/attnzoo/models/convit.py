@@ -29,15 +29,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import (PatchEmbed, TokenAttention, check_divisible, check_hw, check_positive_int, drop_path_rates,
-                      patch_grid, resize_pos_grid, trunc_normal_init)
+from ..layers import (PatchEmbed, TokenAttention, cached_geometry, check_divisible, check_hw, check_positive_int,
+                      drop_path_rates, patch_grid, resize_pos_grid, resolve_device, trunc_normal_init)
 from ..registry import register_attention, register_model
 from ..timm import register_timm_rules
 from .vit import Block
 
 
 def relative_offsets(hw: tuple[int, int], device=None, dtype=None) -> torch.Tensor:
-    """(L, L, 3) features r_ij = (dx, dy, dx^2 + dy^2) of key j relative to query i on an h x w raster grid."""
+    """(L, L, 3) features r_ij = (dx, dy, dx^2 + dy^2) of key j relative to query i on an h x w raster grid.
+    Cached per grid, device and dtype (``cached_geometry``)."""
+    hw, device, dtype = tuple(hw), resolve_device(device), dtype or torch.float32
+    return cached_geometry(("convit_offsets", hw, device, dtype), lambda: _relative_offsets(hw, device, dtype))
+
+
+def _relative_offsets(hw, device, dtype):
     h, w = hw
     ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
     xs, ys = xs.flatten().to(torch.float32), ys.flatten().to(torch.float32)

@@ -28,20 +28,29 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import (DropPath, Mlp, TokenAttention, check_hw, check_positive_int, check_stages, stage_drop_path_rates,
-                      to_2tuple, trunc_normal_init, layer_scale)
+from ..layers import (DropPath, Mlp, TokenAttention, cached_geometry, check_hw, check_positive_int, check_stages,
+                      layer_scale, resolve_device, stage_drop_path_rates, to_2tuple, trunc_normal_init)
 from ..registry import register_attention, register_model
 from ..timm import register_timm_rules
 from .deit import fuse_heads
 
 
-def offset_bias_index(hw: tuple[int, int], table_hw: tuple[int, int], device=None) -> torch.Tensor:
-    """(L, L) indices into a flattened (th, tw) table of |dy| x |dx| offsets, clamped to the table."""
+def offset_bias_index(hw: tuple[int, int], table_hw: tuple[int, int], device=None, stride: int = 1) -> torch.Tensor:
+    """(L_q, L) indices into a flattened (th, tw) table of |dy| x |dx| offsets, clamped to the table: keys on the
+    (H, W) grid, queries on its ``stride``-subsampled grid (L_q = ceil(H / stride) * ceil(W / stride)). Cached per
+    grid (``cached_geometry``)."""
+    hw, table_hw, device = tuple(hw), tuple(table_hw), resolve_device(device)
+    return cached_geometry(("offset_bias_index", hw, table_hw, device, stride),
+                           lambda: _offset_bias_index(hw, table_hw, device, stride))
+
+
+def _offset_bias_index(hw, table_hw, device, stride):
     h, w = hw
     ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+    qy, qx = ys[::stride, ::stride].flatten(), xs[::stride, ::stride].flatten()
     ys, xs = ys.flatten(), xs.flatten()
-    dy = (ys[:, None] - ys[None, :]).abs().clamp(max=table_hw[0] - 1)
-    dx = (xs[:, None] - xs[None, :]).abs().clamp(max=table_hw[1] - 1)
+    dy = (qy[:, None] - ys[None, :]).abs().clamp(max=table_hw[0] - 1)
+    dx = (qx[:, None] - xs[None, :]).abs().clamp(max=table_hw[1] - 1)
     return dy * table_hw[1] + dx
 
 

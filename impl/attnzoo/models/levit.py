@@ -90,10 +90,7 @@ class BiasedHeads(nn.Module):
 
     def attention_bias(self, hw: tuple[int, int], stride: int = 1) -> torch.Tensor:
         """(heads, L_q, L) bias for keys on an (H, W) grid and queries on its ``stride``-subsampled grid."""
-        index = offset_bias_index(hw, self.resolution, self.attention_biases.device)
-        if stride > 1:
-            index = index.view(hw[0], hw[1], -1)[::stride, ::stride].flatten(0, 1)
-        return self.attention_biases[:, index]
+        return self.attention_biases[:, offset_bias_index(hw, self.resolution, self.attention_biases.device, stride)]
 
     def attend(self, q, k, v, bias) -> torch.Tensor:
         """q (N, heads, L_q, D), k (N, heads, L, D), v (N, heads, L, V) -> (N, L_q, heads * V)."""

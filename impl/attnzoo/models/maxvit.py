@@ -48,6 +48,7 @@ from ..layers.mbconv import conv2d
 from ..registry import register_attention, register_model
 from ..timm import register_timm_rules
 from ..attention.se import SqueezeExcite
+from .swin import key_offset_index
 
 
 def gelu_tanh() -> nn.Module:
@@ -138,15 +139,9 @@ class RelativePositionBias(nn.Module):
         if not self.relative_position_bias_table.is_meta:
             nn.init.normal_(self.relative_position_bias_table, std=0.02)
 
-    def index(self, device=None) -> torch.Tensor:
-        p, q = self.window
-        ys, xs = torch.meshgrid(torch.arange(p, device=device), torch.arange(q, device=device), indexing="ij")
-        ys, xs = ys.flatten(), xs.flatten()
-        return (ys[None, :] - ys[:, None] + p - 1) * (2 * q - 1) + (xs[None, :] - xs[:, None] + q - 1)
-
     def forward(self) -> torch.Tensor:
         table = self.relative_position_bias_table
-        return table.flatten(1)[:, self.index(table.device)]
+        return table.flatten(1)[:, key_offset_index(self.window, table.device)]
 
 
 class PartitionBlock(nn.Module):

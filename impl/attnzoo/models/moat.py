@@ -77,11 +77,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..attention.se import SqueezeExcite
-from ..layers import (DropPath, MultiHeadSelfAttention, check_images, check_positive_int, check_stages,
-                      heads_for_width, linear_resize_matrix, to_2tuple, window_partition, window_reverse)
+from ..layers import (DropPath, MultiHeadSelfAttention, cached_geometry, check_images, check_positive_int,
+                      check_stages, heads_for_width, linear_resize_matrix, to_2tuple, window_partition,
+                      window_reverse)
 from ..layers.mbconv import conv2d
 from ..registry import register_block, register_model
-from .swin import relative_position_index
+from .swin import key_offset_index
 
 
 def batch_norm(channels: int) -> nn.BatchNorm2d:
@@ -147,31 +148,10 @@ class MBConv(nn.Module):
         return self.shortcut(x) + self.drop_path(self.shrink_conv(y))
 
 
-_GEOMETRY: dict[tuple, torch.Tensor] = {}  # resize matrices and offset indices, per size, device and dtype
-
-
-def _cached(key: tuple, make) -> torch.Tensor:
-    """``make()``, remembered per ``key`` outside tracing (the authors' code keeps its lookup tensors in a global
-    cache too): a network's blocks share their window sizes, and these small index computations are most of the
-    cost of a meta-device forward. Under torch.compile they are computed in the graph (constant-folded)."""
-    if torch.compiler.is_compiling():
-        return make()
-    if key not in _GEOMETRY:
-        with torch.inference_mode(False):  # a tensor made under inference_mode could not be saved for backward later
-            _GEOMETRY[key] = make()
-    return _GEOMETRY[key]
-
-
 def _linear_resize_matrix(n_in: int, n_out: int, like: torch.Tensor) -> torch.Tensor:
     """``layers.linear_resize_matrix`` (TF2's half-pixel linear resize), remembered per size, device and dtype."""
-    return _cached(("resize", n_in, n_out, like.device, like.dtype), lambda: linear_resize_matrix(n_in, n_out, like))
-
-
-def _offset_index(h: int, w: int, device) -> torch.Tensor:
-    """(h * w, h * w) flat index into a (2h - 1) x (2w - 1) table of the key's offset from the query: Swin's
-    ``relative_position_index`` (the query's offset from the key) read from the other end of the table."""
-    return _cached(("offsets", h, w, device),
-                   lambda: (2 * h - 1) * (2 * w - 1) - 1 - relative_position_index((h, w), device=device))
+    return cached_geometry(("resize", n_in, n_out, like.device, like.dtype),
+                           lambda: linear_resize_matrix(n_in, n_out, like))
 
 
 class RelativePositionBias(nn.Module):
@@ -191,7 +171,7 @@ class RelativePositionBias(nn.Module):
         if table.shape[-2:] != (2 * h - 1, 2 * w - 1):  # bilinear resize, separable: A_h T A_w^T
             rows, cols = (_linear_resize_matrix(n, 2 * s - 1, table) for n, s in zip(table.shape[-2:], (h, w)))
             table = torch.einsum("ya,nab,xb->nyx", rows, table, cols)
-        return table.flatten(1)[:, _offset_index(h, w, table.device)]
+        return table.flatten(1)[:, key_offset_index((h, w), table.device)]
 
 
 @register_block("moat_block")

@@ -34,8 +34,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import (DropPath, Mlp, TokenAttention, check_hw, check_positive_int, drop_path_rates, heads_for_width,
-                      pad_to_multiple, trunc_normal_init)
+from ..layers import (DropPath, Mlp, TokenAttention, cached_geometry, check_hw, check_positive_int, drop_path_rates,
+                      heads_for_width, pad_to_multiple, resolve_device, trunc_normal_init)
 from ..layers.window import window_partition, window_reverse
 from ..registry import register_attention, register_model
 from ..timm import register_timm_rules
@@ -48,12 +48,29 @@ def relative_position_index(window: tuple[int, int], table_window: tuple[int, in
     """(wh*ww, wh*ww) indices into a relative position bias table laid out for ``table_window`` (Th, Tw).
 
     Query i and key j (raster order inside a wh x ww window) have the offset (dy, dx) = pos(i) - pos(j); its entry
-    is (dy + Th - 1) * (2 Tw - 1) + (dx + Tw - 1), the authors' layout of the (2 Th - 1)(2 Tw - 1) table.
+    is (dy + Th - 1) * (2 Tw - 1) + (dx + Tw - 1), the authors' layout of the (2 Th - 1)(2 Tw - 1) table. Cached
+    per window (``cached_geometry``).
     """
-    wh, ww = window
-    th, tw = table_window or window
-    if wh > th or ww > tw:
-        raise ValueError(f"window {window} is larger than the bias table's window {(th, tw)}")
+    window = tuple(window)
+    table_window = tuple(table_window or window)
+    if window[0] > table_window[0] or window[1] > table_window[1]:
+        raise ValueError(f"window {window} is larger than the bias table's window {table_window}")
+    device = resolve_device(device)
+    return cached_geometry(("relative_position_index", window, table_window, device),
+                           lambda: _relative_position_index(window, table_window, device))
+
+
+def key_offset_index(window: tuple[int, int], device=None) -> torch.Tensor:
+    """(wh*ww, wh*ww) index of the key's offset from the query, (y_j - y_i + wh - 1) * (2 ww - 1) + x_j - x_i + ww - 1
+    (MaxViT's and MOAT's layout): ``relative_position_index`` read from the other end of the table. Cached."""
+    window, device = tuple(window), resolve_device(device)
+    size = (2 * window[0] - 1) * (2 * window[1] - 1)
+    return cached_geometry(("key_offset_index", window, device),
+                           lambda: size - 1 - _relative_position_index(window, window, device))
+
+
+def _relative_position_index(window, table_window, device):
+    (wh, ww), (th, tw) = window, table_window
     ys = torch.arange(wh, device=device).repeat_interleave(ww)
     xs = torch.arange(ww, device=device).repeat(wh)
     dy = ys[:, None] - ys[None, :]
@@ -67,8 +84,15 @@ def shifted_window_mask(hp: int, wp: int, window: tuple[int, int], shift: tuple[
 
     After rolling the map by -shift, the last window row (column) mixes tokens from up to three bands of the
     original map: [0, hp - wh), [hp - wh, hp - shift) and the wrapped [hp - shift, hp). Tokens of different
-    bands (in either axis) must not attend to each other: their pair gets ``value``, every other pair 0.
+    bands (in either axis) must not attend to each other: their pair gets ``value``, every other pair 0. Cached per
+    map size (``cached_geometry``).
     """
+    window, shift, device = tuple(window), tuple(shift), resolve_device(device)
+    return cached_geometry(("shifted_window_mask", hp, wp, window, shift, device, value),
+                           lambda: _shifted_window_mask(hp, wp, window, shift, device, value))
+
+
+def _shifted_window_mask(hp, wp, window, shift, device, value):
     (wh, ww), (sh, sw) = window, shift
     ys, xs = torch.arange(hp, device=device), torch.arange(wp, device=device)
     band_y = (ys >= hp - wh).long() + (ys >= hp - sh).long() if sh else torch.zeros_like(ys)

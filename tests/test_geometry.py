@@ -1,0 +1,67 @@
+"""``layers.cached_geometry``: size-only index and mask tensors made once per key, safely across modes."""
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from attnzoo import create_model
+from attnzoo.layers import cached_geometry, resolve_device
+from attnzoo.models.efficientformer import offset_bias_index
+from attnzoo.models.swin import key_offset_index, relative_position_index, shifted_window_mask
+
+
+def test_made_once_per_key():
+    calls = []
+
+    def make():
+        calls.append(1)
+        return torch.arange(3)
+
+    first = cached_geometry(("test_made_once", 3), make)
+    assert cached_geometry(("test_made_once", 3), make) is first
+    assert len(calls) == 1
+    assert cached_geometry(("test_made_once", 4), make) is not first
+    assert len(calls) == 2
+
+
+def test_cached_values_equal_fresh_ones():
+    """The cached helpers return what a fresh computation returns, on every call (a cache hit included)."""
+    for _ in range(2):
+        index = relative_position_index((3, 2), (7, 7))
+        ys, xs = torch.meshgrid(torch.arange(3), torch.arange(2), indexing="ij")
+        ys, xs = ys.flatten(), xs.flatten()
+        expected = (ys[:, None] - ys[None, :] + 6) * 13 + (xs[:, None] - xs[None, :] + 6)
+        assert torch.equal(index, expected)
+        key_minus_query = (ys[None, :] - ys[:, None] + 2) * 3 + xs[None, :] - xs[:, None] + 1
+        assert torch.equal(key_offset_index((3, 2)), key_minus_query)
+        strided = offset_bias_index((5, 4), (3, 3), stride=2)
+        full = offset_bias_index((5, 4), (3, 3))
+        assert torch.equal(strided, full.view(5, 4, -1)[::2, ::2].flatten(0, 1))
+        assert full.max() == 8 and full[0, -1] == 2 * 3 + 2  # offsets (4, 3) clamped to the table's (2, 2)
+
+
+def test_made_under_inference_mode_still_trains():
+    """A tensor first made under inference_mode is cached as a normal tensor: a later training step can save it."""
+    with torch.inference_mode():
+        index = cached_geometry(("test_inference", 5), lambda: torch.arange(5))
+    assert not index.is_inference()
+    table = torch.randn(5, requires_grad=True)
+    table[index].sum().backward()
+    assert torch.equal(table.grad, torch.ones(5))
+    model = create_model("levit_128s", num_classes=3, img_size=96).eval()
+    x = torch.randn(1, 3, 96, 80)  # a grid no other test uses, so that this forward fills the cache
+    with torch.inference_mode():
+        model(x)
+    model.train()(torch.randn(2, 3, 96, 80)).sum().backward()
+    assert model.stages[0][0].attn.heads.attention_biases.grad is not None
+
+
+def test_fake_and_default_device_results_are_not_shared():
+    with FakeTensorMode():
+        fake = cached_geometry(("test_fake",), lambda: torch.arange(4))
+    real = cached_geometry(("test_fake",), lambda: torch.arange(4))
+    assert type(real) is torch.Tensor and torch.equal(real, torch.arange(4))
+    assert type(fake) is not torch.Tensor
+    with torch.device("meta"):
+        assert resolve_device() == torch.device("meta")
+        meta = shifted_window_mask(14, 14, (7, 7), (3, 3))
+    assert meta.is_meta
+    assert not shifted_window_mask(14, 14, (7, 7), (3, 3)).is_meta
