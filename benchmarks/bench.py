@@ -1,8 +1,10 @@
 """Benchmark every registered module and model: forward+backward time against a reference, side by side.
 
-Each row times three slots interleaved in one run (every repetition runs ours, the reference, ours again, so machine
-noise hits them alike) and keeps the medians: ``ratio`` = ours / reference, ``aa`` = ours (2nd slot) / ours (1st
-slot), the A/A ratio of the same module against itself, i.e. the noise floor of that row. References:
+Each row times three slots interleaved in one run: every repetition runs ours, the reference, ours again (an A-B-A
+design), so machine noise and slow drifts hit them alike. Per repetition, ours is the mean of its two runs around
+the reference (a linear drift cancels); ``ms`` and ``ref ms`` are medians over repetitions, ``ratio`` is the median
+of the per-repetition ratios ours / reference, and ``aa`` the median of ours (2nd run) / ours (1st run): the A/A
+ratio of the module against itself, the noise floor of that row. References:
 
 * attention: timm's module for the same mechanism with the same settings (TIMM_EQUIVALENTS), else a plain 3x3
   convolution C -> C on the same map (``conv3x3``: the ratio is the module's cost in units of one such conv);
@@ -71,6 +73,11 @@ SMOKE_SIZES = {"attention": [(2, 64, 8, 8)], "conv": [(2, 16, 8, 8)], "block": [
                "model": [(2, 3, 32, 32)], "sdpa": [(2, 64, 8, 8)]}
 NOT_ATTENTION = ("attn_layer", "attn_kwargs", "attn_site", "attn_stages", "mid_layer", "conv_layer", "fuse_layer",
                  "fuse_stages", "block")
+
+
+# How ``measure`` turns repetitions into ``ms``, ``ratio`` and ``aa`` (module docstring); rows measured otherwise
+# (files without it: ours = the first slot only, medians of slots) are not resumed.
+ESTIMATOR = "aba-paired"
 
 
 @dataclass
@@ -241,8 +248,9 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def time_interleaved(slots, device, reps: int, warmup: int = 1, amp=None) -> list[float]:
-    """Median seconds of forward+backward per (module, inputs) slot, alternating between slots every repetition."""
+def time_interleaved(slots, device, reps: int, warmup: int = 1, amp=None) -> list[list[float]]:
+    """Seconds of forward+backward per (module, inputs) slot and repetition, alternating between the slots every
+    repetition: ``times[slot][rep]``."""
     for module, inputs in slots:
         for _ in range(warmup):
             _step(module, inputs, amp)
@@ -254,7 +262,7 @@ def time_interleaved(slots, device, reps: int, warmup: int = 1, amp=None) -> lis
             _step(module, inputs, amp)
             _sync(device)
             times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
+    return times
 
 
 def to_channels_last(module: nn.Module) -> nn.Module:
@@ -287,11 +295,15 @@ def measure(case: Case, device, reps: int, amp=None, channels_last: bool = False
     ours = prepare(case.ours, case.inputs)
     slots = [ours] + ([prepare(case.ref, case.ref_inputs)] if case.ref is not None else []) + [ours]
     times = time_interleaved(slots, device, reps, amp=amp)
+    before, after = times[0], times[-1]
+    ours_t = [(a + b) / 2 for a, b in zip(before, after)]
+    median = statistics.median
     row = {"kind": case.kind, "module": case.name, "input": "x".join(map(str, case.shape)),
-           "params": _params(case.ours), "ms": round(times[0] * 1e3, 3), "aa": round(times[-1] / times[0], 3)}
+           "params": _params(case.ours), "ms": round(median(ours_t) * 1e3, 3),
+           "aa": round(median(b / a for a, b in zip(before, after)), 3)}
     if case.ref is not None:
-        row.update({"ref": case.ref_name, "ref params": _params(case.ref), "ref ms": round(times[1] * 1e3, 3),
-                    "ratio": round(times[0] / times[1], 3)})
+        row.update({"ref": case.ref_name, "ref params": _params(case.ref), "ref ms": round(median(times[1]) * 1e3, 3),
+                    "ratio": round(median(o / r for o, r in zip(ours_t, times[1])), 3)})
     if case.notes:
         row["notes"] = "; ".join(case.notes)
     return row
@@ -363,7 +375,7 @@ def summary(rows: list[dict]) -> dict:
 def settings_of(args, device) -> dict:
     """The settings a row's numbers depend on; --resume keeps only rows measured with the same ones."""
     return {"device": str(device), "amp": args.amp, "channels_last": args.channels_last, "reps": args.reps,
-            "threads": torch.get_num_threads(), "smoke": args.smoke}
+            "threads": torch.get_num_threads(), "smoke": args.smoke, "estimator": ESTIMATOR}
 
 
 def estimate(previous: list[dict], todo: list[tuple], reps: int) -> dict:

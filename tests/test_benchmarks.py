@@ -34,6 +34,18 @@ def test_summary_counts_only_timm_rows_and_allows_for_the_noise():
     assert s["median |A/A - 1|"] == pytest.approx(0.01, abs=1e-9)  # median of 0, 0, 0.02, 0.08
 
 
+def test_row_pairs_each_reference_run_with_the_mean_of_ours_around_it(monkeypatch):
+    """A-B-A: per repetition ours = mean of its runs before and after the reference; medians over repetitions."""
+    bench = _load("bench")
+    times = [[1.0, 2.0, 9.0], [2.0, 3.0, 2.0], [3.0, 4.0, 1.0]]  # [slot][rep]: ours, timm, ours again
+    monkeypatch.setattr(bench, "time_interleaved", lambda *args, **kwargs: times)
+    import torch.nn as nn
+    case = bench.Case("model", "m", (1, 1, 2, 2), nn.Linear(2, 2), (), ref=nn.Linear(2, 2), ref_name="timm x")
+    row = bench.measure(case, "cpu", reps=3)
+    # ours per rep: 2, 3, 5 -> median 3; ratios 1, 1, 2.5 -> 1; A/A 3, 2, 1/9 -> 2
+    assert (row["ms"], row["ref ms"], row["ratio"], row["aa"]) == (3000.0, 2000.0, 1.0, 2.0)
+
+
 def test_gpu_script_smoke_on_cpu(tmp_path):
     """benchmarks/gpu.py --device cpu --smoke: notebooks listed, fp32 / bf16 channels_last / SDPA results written."""
     gpu = _load("gpu")

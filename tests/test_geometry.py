@@ -1,5 +1,8 @@
 """``layers.cached_geometry``: size-only index and mask tensors made once per key, safely across modes."""
+import copy
+
 import torch
+import torch.nn as nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from attnzoo import create_model
@@ -60,6 +63,18 @@ def test_fake_and_default_device_results_are_not_shared():
     real = cached_geometry(("test_fake",), lambda: torch.arange(4))
     assert type(real) is torch.Tensor and torch.equal(real, torch.arange(4))
     assert type(fake) is not torch.Tensor
+    with FakeTensorMode():  # a cached real tensor is not handed to a fake-mode forward
+        assert type(cached_geometry(("test_fake",), lambda: torch.arange(4))) is not torch.Tensor
+    model = create_model("swin_tiny_patch4_window7_224", num_classes=3).eval()
+    x = torch.randn(1, 3, 64, 64)
+    model(x)  # fills the cache for these windows
+    fake_model = copy.deepcopy(model)
+    with FakeTensorMode() as mode:
+        for name, tensor in list(fake_model.named_parameters()) + list(fake_model.named_buffers()):
+            parent, _, attr = name.rpartition(".")
+            setattr(fake_model.get_submodule(parent), attr, type(tensor)(mode.from_tensor(tensor))
+                    if isinstance(tensor, nn.Parameter) else mode.from_tensor(tensor))
+        assert fake_model(mode.from_tensor(x)).shape == (1, 3)
     with torch.device("meta"):
         assert resolve_device() == torch.device("meta")
         meta = shifted_window_mask(14, 14, (7, 7), (3, 3))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable, Hashable
 
 import torch
+from torch._guards import detect_fake_mode  # what torch's own tracing uses to find an active fake mode
 
 _GEOMETRY: dict[Hashable, torch.Tensor] = {}
 
@@ -23,11 +24,11 @@ def resolve_device(device=None) -> torch.device:
 
 def cached_geometry(key: Hashable, make: Callable[[], torch.Tensor]) -> torch.Tensor:
     """``make()``, remembered under ``key`` (which must name everything the result depends on: sizes, device,
-    dtype). The result must never be written to in place. Not cached: under torch.compile (the ops are traced into
-    the graph and constant-folded, no graph break), and results that are not plain tensors (fake or meta-functional
-    tensors made under a tracing mode). Made outside ``inference_mode``, so a cached tensor can be saved for a later
-    backward."""
-    if torch.compiler.is_compiling():
+    dtype). The result must never be written to in place. Bypassed under torch.compile (the ops are traced into the
+    graph and constant-folded, no graph break) and under a fake-tensor mode (whose ops must see fake tensors only);
+    results that are not plain tensors are never cached. Made outside ``inference_mode``, so a cached tensor can be
+    saved for a later backward."""
+    if torch.compiler.is_compiling() or detect_fake_mode() is not None:
         return make()
     cached = _GEOMETRY.get(key)
     if cached is None:
