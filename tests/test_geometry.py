@@ -6,7 +6,7 @@ import torch.nn as nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from attnzoo import create_model
-from attnzoo.layers import cached_geometry, resolve_device
+from attnzoo.layers import cached_geometry, key_minus_query, resolve_device
 from attnzoo.models.efficientformer import offset_bias_index
 from attnzoo.models.swin import key_offset_index, relative_position_index, shifted_window_mask
 
@@ -33,12 +33,13 @@ def test_cached_values_equal_fresh_ones():
         ys, xs = ys.flatten(), xs.flatten()
         expected = (ys[:, None] - ys[None, :] + 6) * 13 + (xs[:, None] - xs[None, :] + 6)
         assert torch.equal(index, expected)
-        key_minus_query = (ys[None, :] - ys[:, None] + 2) * 3 + xs[None, :] - xs[:, None] + 1
-        assert torch.equal(key_offset_index((3, 2)), key_minus_query)
+        key_offsets = (ys[None, :] - ys[:, None] + 2) * 3 + xs[None, :] - xs[:, None] + 1
+        assert torch.equal(key_offset_index((3, 2)), key_offsets)
         strided = offset_bias_index((5, 4), (3, 3), stride=2)
         full = offset_bias_index((5, 4), (3, 3))
         assert torch.equal(strided, full.view(5, 4, -1)[::2, ::2].flatten(0, 1))
         assert full.max() == 8 and full[0, -1] == 2 * 3 + 2  # offsets (4, 3) clamped to the table's (2, 2)
+        assert key_minus_query(3, 5).tolist() == [[4, 5, 6], [3, 4, 5], [2, 3, 4]]
 
 
 def test_made_under_inference_mode_still_trains():

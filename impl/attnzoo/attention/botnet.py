@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import ConvNormAct, check_divisible, check_positive_int, to_2tuple
+from ..layers import ConvNormAct, check_divisible, check_positive_int, key_minus_query, to_2tuple
 from ..models.resnet import register_resnet
 from ..registry import register_attention
 
@@ -71,9 +71,7 @@ class BoTMHSA(nn.Module):
         h, w = hw
         n, heads = q.shape[:2]
         q = q.reshape(n, heads, h, w, self.head_dim)
-        dev = q.device
-        idx_h = torch.arange(h, device=dev)[None, :] - torch.arange(h, device=dev)[:, None] + self.max_hw[0] - 1
-        idx_w = torch.arange(w, device=dev)[None, :] - torch.arange(w, device=dev)[:, None] + self.max_hw[1] - 1
+        idx_h, idx_w = key_minus_query(h, self.max_hw[0], q.device), key_minus_query(w, self.max_hw[1], q.device)
         logit_h = torch.einsum("nmyxd,yvd->nmyxv", q, self.rel_h[idx_h].to(q.dtype))     # (N, m, h, w, h')
         logit_w = torch.einsum("nmyxd,xud->nmyxu", q, self.rel_w[idx_w].to(q.dtype))     # (N, m, h, w, w')
         return (logit_h[..., :, None] + logit_w[..., None, :]).reshape(n, heads, h * w, h * w)

@@ -39,7 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import DropPath, LayerNorm2d, Mlp, check_choice, check_divisible, check_positive_int, to_2tuple
+from ..layers import (DropPath, LayerNorm2d, Mlp, check_choice, check_divisible, check_positive_int, key_minus_query,
+                      to_2tuple)
 from ..registry import register_attention
 
 
@@ -60,10 +61,8 @@ class RelativePositionBias(nn.Module):
         th, tw = max(h, self.window[0]), max(w, self.window[1])  # half-extent of the table actually used
         if (th, tw) != self.window:
             table = F.interpolate(table[None], size=(2 * th - 1, 2 * tw - 1), mode="bilinear", align_corners=False)[0]
-        ih = torch.arange(h, device=table.device)
-        iw = torch.arange(w, device=table.device)
-        dh = ih[:, None] - ih[None, :] + th - 1  # (h, h): row of the table for offset i_h - j_h
-        dw = iw[:, None] - iw[None, :] + tw - 1
+        dh = key_minus_query(h, th, table.device).t()  # (h, h): row of the table for offset i_h - j_h
+        dw = key_minus_query(w, tw, table.device).t()
         bias = table[:, dh[:, None, :, None], dw[None, :, None, :]]  # (heads, h, w, h, w)
         return bias.reshape(table.shape[0], h * w, h * w)
 

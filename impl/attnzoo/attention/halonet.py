@@ -29,12 +29,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import check_divisible, check_positive_int
+from ..layers import cached_geometry, check_divisible, check_positive_int, resolve_device
 from ..registry import register_attention
 
 
 def relative_index(block_size: int, halo_size: int, device=None) -> torch.Tensor:
-    """(b, b + 2h) table index of r[y' - y] for query row y of a block and key row y' of its window."""
+    """(b, b + 2h) table index of r[y' - y] for query row y of a block and key row y' of its window (cached)."""
+    device = resolve_device(device)
+    return cached_geometry(("halo_relative_index", block_size, halo_size, device),
+                           lambda: _relative_index(block_size, halo_size, device))
+
+
+def _relative_index(block_size: int, halo_size: int, device) -> torch.Tensor:
     q = torch.arange(block_size, device=device)[:, None] + halo_size   # query position in window coordinates
     k = torch.arange(block_size + 2 * halo_size, device=device)[None, :]
     return k - q + (block_size + halo_size - 1)

@@ -4,7 +4,7 @@ from .conv import ConvNormAct
 from .create_act import create_act
 from .drop import DropPath, drop_path_rates, stage_drop_path_rates
 from .dynamic import per_sample_conv2d
-from .geometry import cached_geometry, resolve_device
+from .geometry import cached_geometry, key_minus_query, resolve_device
 from .gates import PooledConv1x1, SpatialGate
 from .head import pooled_logits
 from .init import conv_fan_out_init, trunc_normal_init
@@ -23,5 +23,5 @@ __all__ = [
     "check_positive_int", "check_positive_ints", "check_repeats", "check_conv_args", "check_images", "check_stages", "check_train_batch", "TokenAttention", "make_divisible", "reduced_channels", "to_2tuple", "Mlp", "LayerNorm2d", "patch_grid", "linear_resize_matrix", "resize_maps", "resize_pos_grid", "check_hw", "tokens_to_grid", "trunc_normal_init", "conv_fan_out_init",
     "per_sample_conv2d", "heads_for_width", "window_partition", "window_reverse", "PatchEmbed",
     "pad_to_multiple", "layer_scale", "stage_drop_path_rates",
-    "pooled_logits", "cached_geometry", "resolve_device",
+    "pooled_logits", "cached_geometry", "key_minus_query", "resolve_device",
 ]

@@ -38,3 +38,14 @@ def cached_geometry(key: Hashable, make: Callable[[], torch.Tensor]) -> torch.Te
             return cached
         _GEOMETRY[key] = cached
     return cached
+
+
+def key_minus_query(n: int, table_n: int, device=None) -> torch.Tensor:
+    """(n, n) index [i, j] = j - i + table_n - 1: the row of a (2 * table_n - 1)-row table of 1-D relative positions
+    for key j seen from query i (its transpose: query minus key). Cached per size and device."""
+    device = resolve_device(device)
+
+    def make():
+        i = torch.arange(n, device=device)
+        return i[None, :] - i[:, None] + table_n - 1
+    return cached_geometry(("key_minus_query", n, table_n, device), make)

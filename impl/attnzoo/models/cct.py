@@ -30,14 +30,11 @@ length, so it is not in our state dict).
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from ..layers import (DropPath, Mlp, MultiHeadSelfAttention, check_choice, check_positive_int, drop_path_rates,
-                      resize_pos_grid, to_2tuple, trunc_normal_init)
+from ..layers import (DropPath, Mlp, MultiHeadSelfAttention, cached_geometry, check_choice, check_positive_int,
+                      drop_path_rates, resize_pos_grid, resolve_device, to_2tuple, trunc_normal_init)
 from ..registry import register_model
 
 
@@ -103,7 +100,13 @@ class SequencePooling(nn.Module):
 
 
 def sinusoidal_table(length: int, dim: int, device=None) -> torch.Tensor:
-    """(1, length, dim): the authors' 1D table, sin at even and cos at odd channels of p / 10000^(2 (i // 2) / dim)."""
+    """(1, length, dim): the authors' 1D table, sin at even and cos at odd channels of p / 10000^(2 (i // 2) / dim).
+    Cached per length, width and device (``cached_geometry``)."""
+    device = resolve_device(device)
+    return cached_geometry(("cct_sinusoidal", length, dim, device), lambda: _sinusoidal_table(length, dim, device))
+
+
+def _sinusoidal_table(length: int, dim: int, device) -> torch.Tensor:
     p = torch.arange(length, device=device, dtype=torch.float32)[:, None]
     i = torch.arange(dim, device=device)
     angle = p / 10000 ** (2 * torch.div(i, 2, rounding_mode="floor").float() / dim)

@@ -62,8 +62,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import (DropPath, LayerNorm2d, Mlp, TokenAttention, check_hw, check_images, check_positive_int,
-                            check_stages, drop_path_rates, heads_for_width, resize_maps, to_2tuple)
+from ..layers import (DropPath, LayerNorm2d, Mlp, TokenAttention, cached_geometry, check_hw, check_images,
+                      check_positive_int, check_stages, drop_path_rates, heads_for_width, resize_maps, resolve_device,
+                      to_2tuple)
 from ..registry import register_attention, register_model
 from .swin import WindowAttention
 
@@ -87,8 +88,11 @@ def resize_table(table: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def pixel_centres(n: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """(n,) normalized centres ((i + 1/2) / n) * 2 - 1 of n pixels, the authors' reference grid along one axis."""
-    return (torch.arange(n, device=device, dtype=dtype) + 0.5) * (2.0 / n) - 1.0
+    """(n,) normalized centres ((i + 1/2) / n) * 2 - 1 of n pixels, the authors' reference grid along one axis.
+    Cached per size, device and dtype (``cached_geometry``)."""
+    device = resolve_device(device)
+    return cached_geometry(("dat_pixel_centres", n, device, dtype),
+                           lambda: (torch.arange(n, device=device, dtype=dtype) + 0.5) * (2.0 / n) - 1.0)
 
 
 @register_attention("dat_deformable_attn", layout="nlc")

@@ -39,8 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..layers import (DropPath, Mlp, TokenAttention, check_choice, check_divisible, check_hw, check_positive_int,
-                      trunc_normal_init)
+from ..layers import (DropPath, Mlp, TokenAttention, cached_geometry, check_choice, check_divisible, check_hw,
+                      check_positive_int, trunc_normal_init)
 from ..layers.layer_scale import layer_scale
 from ..registry import register_attention, register_model
 from ..timm import register_timm_rules
@@ -90,8 +90,14 @@ class FourierPositions(nn.Module):
         self.token_projection = nn.Conv2d(2 * hidden_dim, dim, 1)
 
     def forward(self, hw: tuple[int, int]) -> torch.Tensor:
+        weight = self.token_projection.weight
+        key = ("xcit_fourier", tuple(hw), self.hidden_dim, self.temperature, weight.device, weight.dtype)
+        pos = cached_geometry(key, lambda: self.fourier_features(tuple(hw), weight.device).to(weight.dtype))
+        return self.token_projection(pos).flatten(2).transpose(1, 2)
+
+    def fourier_features(self, hw: tuple[int, int], dev) -> torch.Tensor:
+        """(1, 2 * hidden_dim, H, W) sine/cosine features of the y then x coordinates (cached per grid)."""
         h, w = hw
-        dev = self.token_projection.weight.device
         eps, scale = 1e-6, 2 * math.pi
         y = torch.arange(1, h + 1, device=dev, dtype=torch.float32) / (h + eps) * scale
         x = torch.arange(1, w + 1, device=dev, dtype=torch.float32) / (w + eps) * scale
@@ -103,8 +109,7 @@ class FourierPositions(nn.Module):
             return torch.stack([angle[:, 0::2].sin(), angle[:, 1::2].cos()], dim=-1).flatten(1)
 
         pos = torch.cat([encode(y)[:, None, :].expand(h, w, -1), encode(x)[None, :, :].expand(h, w, -1)], dim=-1)
-        pos = pos.permute(2, 0, 1)[None].to(self.token_projection.weight.dtype)
-        return self.token_projection(pos).flatten(2).transpose(1, 2)
+        return pos.permute(2, 0, 1)[None]
 
 
 class LocalPatchInteraction(nn.Module):
