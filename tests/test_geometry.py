@@ -25,6 +25,19 @@ def test_made_once_per_key():
     assert len(calls) == 2
 
 
+def test_least_recently_used_entries_go_beyond_the_byte_budget(monkeypatch):
+    from attnzoo.layers import geometry
+
+    monkeypatch.setattr(geometry, "MAX_BYTES", 3 * 400)  # three 100-element int32 tensors
+    keep = cached_geometry(("test_budget", 0), lambda: torch.zeros(100, dtype=torch.int32))
+    for i in range(1, 6):
+        cached_geometry(("test_budget", 0), lambda: torch.ones(1))  # a hit: the first entry stays the most recent
+        cached_geometry(("test_budget", i), lambda: torch.zeros(100, dtype=torch.int32))
+    assert geometry._cached_bytes() <= 3 * 400
+    assert cached_geometry(("test_budget", 0), lambda: torch.ones(1)) is keep
+    assert ("test_budget", 1) not in geometry._GEOMETRY and ("test_budget", 5) in geometry._GEOMETRY
+
+
 def test_cached_values_equal_fresh_ones():
     """The cached helpers return what a fresh computation returns, on every call (a cache hit included)."""
     for _ in range(2):

@@ -8,12 +8,16 @@ authors keep theirs in a global cache too). It also keeps meta-device forwards (
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Callable, Hashable
 
 import torch
 from torch._guards import detect_fake_mode  # what torch's own tracing uses to find an active fake mode
 
-_GEOMETRY: dict[Hashable, torch.Tensor] = {}
+# Least recently used first. Bounded, so that a run over many input sizes (multi-scale detection) cannot grow it
+# without limit: Swin's mask for a 1024 x 1024 image is ~13 MB.
+_GEOMETRY: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
+MAX_BYTES = 256 * 2**20
 
 
 def resolve_device(device=None) -> torch.device:
@@ -24,20 +28,29 @@ def resolve_device(device=None) -> torch.device:
 
 def cached_geometry(key: Hashable, make: Callable[[], torch.Tensor]) -> torch.Tensor:
     """``make()``, remembered under ``key`` (which must name everything the result depends on: sizes, device,
-    dtype). The result must never be written to in place. Bypassed under torch.compile (the ops are traced into the
+    dtype). The result must never be written to in place. The least recently used entries are dropped beyond
+    ``MAX_BYTES`` in all. Bypassed under torch.compile (the ops are traced into the
     graph and constant-folded, no graph break) and under a fake-tensor mode (whose ops must see fake tensors only);
     results that are not plain tensors are never cached. Made outside ``inference_mode``, so a cached tensor can be
     saved for a later backward."""
     if torch.compiler.is_compiling() or detect_fake_mode() is not None:
         return make()
     cached = _GEOMETRY.get(key)
-    if cached is None:
-        with torch.inference_mode(False):
-            cached = make()
-        if type(cached) is not torch.Tensor:
-            return cached
-        _GEOMETRY[key] = cached
+    if cached is not None:
+        _GEOMETRY.move_to_end(key)
+        return cached
+    with torch.inference_mode(False):
+        cached = make()
+    if type(cached) is not torch.Tensor:
+        return cached
+    _GEOMETRY[key] = cached
+    while len(_GEOMETRY) > 1 and _cached_bytes() > MAX_BYTES:
+        _GEOMETRY.popitem(last=False)
     return cached
+
+
+def _cached_bytes() -> int:
+    return sum(t.numel() * t.element_size() for t in _GEOMETRY.values())
 
 
 def key_minus_query(n: int, table_n: int, device=None) -> torch.Tensor:
