@@ -71,8 +71,8 @@ SIZES = {"attention": [(8, 64, 56, 56), (8, 256, 14, 14)], "conv": [(8, 64, 28, 
          "model": [(2, 3, 64, 64)], "sdpa": [(8, 64, 28, 28)]}
 SMOKE_SIZES = {"attention": [(2, 64, 8, 8)], "conv": [(2, 16, 8, 8)], "block": [(2, 64, 8, 8)],
                "model": [(2, 3, 32, 32)], "sdpa": [(2, 64, 8, 8)]}
-NOT_ATTENTION = ("attn_layer", "attn_kwargs", "attn_site", "attn_stages", "mid_layer", "conv_layer", "fuse_layer",
-                 "fuse_stages", "block")
+NOT_ATTENTION = ("attn_layer", "attn_kwargs", "attn_site", "attn_stages", "attn_connect", "mid_layer", "conv_layer",
+                 "fuse_layer", "fuse_stages", "block")
 
 
 # How ``measure`` turns repetitions into ``ms``, ``ratio`` and ``aa`` (module docstring); rows measured otherwise
@@ -92,6 +92,7 @@ class Case:
     ref_inputs: tuple = ()
     notes: list[str] = field(default_factory=list)
     error: str = ""
+    asked: tuple | None = None  # the planned shape, where the row was timed at another (``model_case``)
 
 
 class BareSDPA(nn.Module):
@@ -132,6 +133,46 @@ def model_reference(name: str, size: int) -> tuple[nn.Module, str]:
     return create_model("resnet50", num_classes=10), "resnet50"
 
 
+def model_case(name: str, shape: tuple, device, timm_ok: bool, fixed_size_retry: bool = True) -> Case:
+    """Ours at ``shape`` against timm's twin (or a baseline). A twin that only takes the size it was configured
+    for (timm's EfficientFormer: 224) gets one retry with both at that size; ``Case.asked`` keeps the planned
+    shape. Otherwise a reference that fails leaves ours timed alone, with a note."""
+    n, _, h, _ = shape
+    x = torch.randn(*shape, device=device)
+    try:  # at the benchmark's size where the model has one (as timm's twin below)
+        ours = create_model(name, num_classes=10, img_size=h)
+    except TypeError:
+        ours = create_model(name, num_classes=10)
+    case = Case("model", name, shape, ours, (x,), ref_inputs=(x,))
+    if not timm_ok and list_timm_twins().get(name):
+        return case
+    try:
+        case.ref, case.ref_name = model_reference(name, h)
+        case.ref.to(device).eval()(x)
+    except Exception as exc:  # noqa: BLE001
+        note = f"reference: {type(exc).__name__}: {exc}"[:300]
+        fixed = _twin_input_size(name)
+        if fixed_size_retry and fixed is not None and fixed != shape[1:]:
+            retry = model_case(name, (n, *fixed), device, timm_ok, fixed_size_retry=False)
+            if retry.ref is not None:
+                retry.asked = shape
+                retry.notes.insert(0, f"timm's twin rejects {h}x{h} ({note}): both timed at its {fixed[1]}x{fixed[2]}")
+                return retry
+        case.ref = None
+        case.notes.append(note)
+    return case
+
+
+def _twin_input_size(name: str) -> tuple | None:
+    """(C, H, W) the timm twin of model ``name`` was configured for, if it has a twin."""
+    twin = list_timm_twins().get(name)
+    if twin is None:
+        return None
+    import timm
+
+    return tuple(timm.get_pretrained_cfg(twin).input_size)
+
+
 def _sdpa_shapes(module: nn.Module, x: torch.Tensor) -> list[tuple]:
     shapes, real = [], F.scaled_dot_product_attention
 
@@ -151,6 +192,11 @@ def _sdpa_shapes(module: nn.Module, x: torch.Tensor) -> list[tuple]:
 def row_key(kind: str, name: str, shape) -> tuple[str, str, str]:
     """What identifies a row within one set of settings: (kind, registry name, input shape as "NxCxHxW")."""
     return kind, name, shape if isinstance(shape, str) else "x".join(map(str, shape))
+
+
+def key_of(row: dict) -> tuple[str, str, str]:
+    """A measured row's key: the shape that was planned (``asked``) where it was timed at another."""
+    return row_key(row["kind"], row["module"], row.get("asked", row["input"]))
 
 
 def build_case(kind: str, name: str, shape: tuple, device, timm_ok: bool) -> Case:
@@ -177,18 +223,7 @@ def build_case(kind: str, name: str, shape: tuple, device, timm_ok: bool) -> Cas
         first = inputs[0][0] if isinstance(inputs[0], (list, tuple)) else inputs[0]  # pyramid levels: the first
         case = Case(kind, name, shape, block, inputs, conv3x3(first.shape[1]), "conv3x3", (first,))
     elif kind == "model":
-        try:  # at the benchmark's size where the model has one (as timm's twin below)
-            ours = create_model(name, num_classes=10, img_size=h)
-        except TypeError:
-            ours = create_model(name, num_classes=10)
-        case = Case(kind, name, shape, ours, (x,), ref_inputs=(x,))
-        if timm_ok or not list_timm_twins().get(name):
-            try:  # timm's twin may not take this size: the row then times ours alone, with a note
-                case.ref, case.ref_name = model_reference(name, h)
-                case.ref.to(device).eval()(x)
-            except Exception as exc:  # noqa: BLE001
-                case.ref = None
-                case.notes.append(f"reference: {type(exc).__name__}: {exc}"[:300])
+        case = model_case(name, shape, device, timm_ok)
     else:  # sdpa
         module = create_attention(name, c).to(device)
         calls = _sdpa_shapes(module, x)
@@ -299,6 +334,7 @@ def measure(case: Case, device, reps: int, amp=None, channels_last: bool = False
     ours_t = [(a + b) / 2 for a, b in zip(before, after)]
     median = statistics.median
     row = {"kind": case.kind, "module": case.name, "input": "x".join(map(str, case.shape)),
+           **({"asked": "x".join(map(str, case.asked))} if case.asked else {}),
            "params": _params(case.ours), "ms": round(median(ours_t) * 1e3, 3),
            "aa": round(median(b / a for a, b in zip(before, after)), 3)}
     if case.ref is not None:
@@ -422,7 +458,7 @@ def main(argv=None):
     if (args.resume or args.plan) and args.out and args.out.exists():
         previous = [r for r in json.loads(args.out.read_text())["rows"]
                     if r.get("settings") == settings and "error" not in r]
-    done = {row_key(r["kind"], r["module"], r["input"]) for r in previous}
+    done = {key_of(r) for r in previous}
     plan = planned(args.kinds, args.only, args.smoke, args.twins)
     todo = [key for key in plan if key not in done]
     if args.plan:
@@ -448,7 +484,7 @@ def main(argv=None):
     deadline = start + args.minutes * 60 if args.minutes else None
     rows = run(args.kinds, args.only, device, args.reps, amp, args.channels_last, args.smoke, on_row=write,
                skip=done, twins=args.twins, deadline=deadline, settings=settings)
-    measured = {row_key(r["kind"], r["module"], r["input"]) for r in previous + rows if "error" not in r}
+    measured = {key_of(r) for r in previous + rows if "error" not in r}
     complete = set(plan) <= measured  # every planned row timed, or skipped as its module rejects the size
     write(rows, complete=complete)
     print(json.dumps(summary(previous + rows)))

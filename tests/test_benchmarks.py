@@ -81,3 +81,17 @@ def test_bench_resumes_a_partial_run_and_retimes_only_what_is_missing(tmp_path, 
     assert all(r["settings"]["reps"] == 1 and r["seconds"] > 0 for r in second["rows"])
     third = bench.main(args[:4] + ["2"] + args[5:] + ["--only", "se", "--resume"])  # other settings: redone
     assert third["rows"][0]["settings"]["reps"] == 2
+
+
+def test_a_twin_fixed_to_one_size_is_timed_with_ours_at_that_size():
+    """timm's EfficientFormer takes 224 x 224 only: the row is timed at that size for both, keyed by the planned
+    shape (so --resume finds it), and says why."""
+    bench = _load("bench")
+    case = bench.model_case("efficientformer_l1", (1, 3, 32, 32), "cpu", timm_ok=True)
+    assert case.shape == (1, 3, 224, 224) and case.asked == (1, 3, 32, 32)
+    assert case.ref_name == "timm efficientformer_l1" and case.inputs[0].shape == (1, 3, 224, 224)
+    assert "rejects 32x32" in case.notes[0]
+    row = {"kind": "model", "module": case.name, "input": "1x3x224x224", "asked": "1x3x32x32"}
+    assert bench.key_of(row) == bench.row_key("model", "efficientformer_l1", (1, 3, 32, 32))
+    plain = bench.model_case("resnet18", (1, 3, 32, 32), "cpu", timm_ok=True)  # a twin that takes the size
+    assert plain.shape == (1, 3, 32, 32) and plain.asked is None and plain.ref_name == "timm resnet18"

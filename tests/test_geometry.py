@@ -33,7 +33,8 @@ def test_least_recently_used_entries_go_beyond_the_byte_budget(monkeypatch):
     for i in range(1, 6):
         cached_geometry(("test_budget", 0), lambda: torch.ones(1))  # a hit: the first entry stays the most recent
         cached_geometry(("test_budget", i), lambda: torch.zeros(100, dtype=torch.int32))
-    assert geometry._cached_bytes() <= 3 * 400
+    total = sum(t.numel() * t.element_size() for t in geometry._GEOMETRY.values())
+    assert geometry._BYTES[0] == total <= 3 * 400  # the running total is the entries' size
     assert cached_geometry(("test_budget", 0), lambda: torch.ones(1)) is keep
     assert ("test_budget", 1) not in geometry._GEOMETRY and ("test_budget", 5) in geometry._GEOMETRY
 

@@ -1,6 +1,5 @@
 """The registry's contract: names, wildcards, duplicates, attn_layer resolution."""
 import pytest
-import torch
 import torch.nn as nn
 
 from attnzoo import create_attention, create_model, get_attn, list_attention, list_models, register_attention

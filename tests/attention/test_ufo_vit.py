@@ -1,5 +1,4 @@
 import torch
-import torch.nn.functional as F
 
 from attnzoo import create_attention
 

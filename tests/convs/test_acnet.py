@@ -23,7 +23,7 @@ def _reference(x, m):
     """Eval-mode ACB in float64, written independently of the module's padding: each asymmetric kernel is placed
     in a zero k x k kernel on the central column (k x 1) or row (1 x k), and each branch is a plain "same" conv
     followed by its BN's affine map; the three are summed."""
-    k, c = m.kernel_size, m.kernel_size // 2
+    c = m.kernel_size // 2
     out = 0
     for conv, bn, place in ((m.square_conv, m.square_bn, lambda z: z.weight),
                             (m.ver_conv, m.ver_bn, lambda z: F.pad(z.weight, (c, c, 0, 0))),

@@ -3,7 +3,6 @@ bottleneck layer against a functional float64 reference, transitions, the widths
 size limits and argument checks."""
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from attnzoo import create_model

@@ -12,11 +12,11 @@ from collections import OrderedDict
 from typing import Callable, Hashable
 
 import torch
-from torch._guards import detect_fake_mode  # what torch's own tracing uses to find an active fake mode
 
 # Least recently used first. Bounded, so that a run over many input sizes (multi-scale detection) cannot grow it
 # without limit: Swin's mask for a 1024 x 1024 image is ~13 MB.
 _GEOMETRY: OrderedDict[Hashable, torch.Tensor] = OrderedDict()
+_BYTES = [0]  # their total size
 MAX_BYTES = 256 * 2**20
 
 
@@ -33,7 +33,7 @@ def cached_geometry(key: Hashable, make: Callable[[], torch.Tensor]) -> torch.Te
     graph and constant-folded, no graph break) and under a fake-tensor mode (whose ops must see fake tensors only);
     results that are not plain tensors are never cached. Made outside ``inference_mode``, so a cached tensor can be
     saved for a later backward."""
-    if torch.compiler.is_compiling() or detect_fake_mode() is not None:
+    if torch.compiler.is_compiling() or _fake_mode_active():
         return make()
     cached = _GEOMETRY.get(key)
     if cached is not None:
@@ -44,13 +44,20 @@ def cached_geometry(key: Hashable, make: Callable[[], torch.Tensor]) -> torch.Te
     if type(cached) is not torch.Tensor:
         return cached
     _GEOMETRY[key] = cached
-    while len(_GEOMETRY) > 1 and _cached_bytes() > MAX_BYTES:
-        _GEOMETRY.popitem(last=False)
+    _BYTES[0] += _nbytes(cached)
+    while len(_GEOMETRY) > 1 and _BYTES[0] > MAX_BYTES:
+        _BYTES[0] -= _nbytes(_GEOMETRY.popitem(last=False)[1])
     return cached
 
 
-def _cached_bytes() -> int:
-    return sum(t.numel() * t.element_size() for t in _GEOMETRY.values())
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
+
+
+def _fake_mode_active() -> bool:
+    """A FakeTensorMode is entered (it occupies the dispatcher's FAKE mode slot): one C call, unlike
+    ``torch._guards.detect_fake_mode``, which walks the whole mode stack."""
+    return torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.FAKE) is not None
 
 
 def key_minus_query(n: int, table_n: int, device=None) -> torch.Tensor:
