@@ -4,7 +4,9 @@ Each row times three slots interleaved in one run: every repetition runs ours, t
 design), so machine noise and slow drifts hit them alike. Per repetition, ours is the mean of its two runs around
 the reference (a linear drift cancels); ``ms`` and ``ref ms`` are medians over repetitions, ``ratio`` is the median
 of the per-repetition ratios ours / reference, and ``aa`` the median of ours (2nd run) / ours (1st run): the A/A
-ratio of the module against itself, the noise floor of that row. References:
+ratio of the module against itself, the noise floor of that row. ``saved MB`` (and ``ref saved MB``, ``mem ratio``)
+is the activation memory one training forward saves for backward (``saved_bytes``): exact, so measured once.
+References:
 
 * attention: timm's module for the same mechanism with the same settings (TIMM_EQUIVALENTS), else a plain 3x3
   convolution C -> C on the same map (``conv3x3``: the ratio is the module's cost in units of one such conv);
@@ -313,22 +315,49 @@ def _params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def measure(case: Case, device, reps: int, amp=None, channels_last: bool = False) -> dict:
+def prepare(module: nn.Module, inputs, device, channels_last: bool = False):
+    """The module in train mode on ``device`` and its inputs as fresh leaves that need a gradient."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
+    module = module.to(device).train()
+    if channels_last:
+        to_channels_last(module)
 
-    def prepare(module, inputs):
-        module = module.to(device).train()
-        if channels_last:
-            to_channels_last(module)
-        def ready(t):  # lists (pyramid levels) element by element
-            if isinstance(t, (list, tuple)):
-                return type(t)(ready(u) for u in t)
-            return (t.to(memory_format=fmt) if t.dim() == 4 else t).detach().requires_grad_(True)
+    def ready(t):  # lists (pyramid levels) element by element
+        if isinstance(t, (list, tuple)):
+            return type(t)(ready(u) for u in t)
+        return (t.to(memory_format=fmt) if t.dim() == 4 else t).detach().requires_grad_(True)
 
-        return module, tuple(ready(t) for t in inputs)
+    return module, tuple(ready(t) for t in inputs)
 
-    ours = prepare(case.ours, case.inputs)
-    slots = [ours] + ([prepare(case.ref, case.ref_inputs)] if case.ref is not None else []) + [ours]
+
+def saved_bytes(module: nn.Module, inputs, amp=None) -> int:
+    """Bytes of the distinct storages one training forward saves for its backward: the activation memory a
+    training step holds at its peak, without the parameters, buffers and inputs (which exist anyway). Exact and
+    the same on every device, so ours / reference needs no repetitions."""
+    def leaves(t):
+        return [u for v in t for u in leaves(v)] if isinstance(t, (list, tuple)) else [t]
+
+    own = {t.untyped_storage().data_ptr() for t in [*module.parameters(), *module.buffers(), *leaves(inputs)]}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in own:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t.detach()  # not t itself: an op's saved output would hold its own graph (a leak C++ GC can't see)
+
+    device = leaves(inputs)[0].device
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            out = module(*inputs)
+    del out  # frees the graph and what it saved
+    return sum(saved.values())
+
+
+def measure(case: Case, device, reps: int, amp=None, channels_last: bool = False) -> dict:
+    ours = prepare(case.ours, case.inputs, device, channels_last)
+    ref = prepare(case.ref, case.ref_inputs, device, channels_last) if case.ref is not None else None
+    slots = [ours] + ([ref] if ref is not None else []) + [ours]
     times = time_interleaved(slots, device, reps, amp=amp)
     before, after = times[0], times[-1]
     ours_t = [(a + b) / 2 for a, b in zip(before, after)]
@@ -340,9 +369,48 @@ def measure(case: Case, device, reps: int, amp=None, channels_last: bool = False
     if case.ref is not None:
         row.update({"ref": case.ref_name, "ref params": _params(case.ref), "ref ms": round(median(times[1]) * 1e3, 3),
                     "ratio": round(median(o / r for o, r in zip(ours_t, times[1])), 3)})
+    row.update(memory_columns(ours, ref, amp))
     if case.notes:
         row["notes"] = "; ".join(case.notes)
     return row
+
+
+def memory_columns(ours, ref, amp=None) -> dict:
+    """``saved MB`` of ours (``saved_bytes``), and with a reference its ``ref saved MB`` and ``mem ratio``."""
+    mine = saved_bytes(*ours, amp=amp)
+    cols = {"saved MB": round(mine / 2**20, 3)}
+    if ref is not None:
+        theirs = saved_bytes(*ref, amp=amp)
+        cols["ref saved MB"] = round(theirs / 2**20, 3)
+        if theirs:
+            cols["mem ratio"] = round(mine / theirs, 3)
+    return cols
+
+
+def add_memory(path: Path, device) -> list[dict]:
+    """Fill the memory columns of the rows of ``path`` measured before they existed (timed rows without
+    ``saved MB``), rebuilding each row's modules with the row's settings; nothing is re-timed. The file is rewritten
+    after every row."""
+    data = json.loads(path.read_text())
+    todo = [r for r in data["rows"] if "ms" in r and "saved MB" not in r]
+    for row in todo:
+        settings = row.get("settings", {})
+        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.get("amp"))
+        shape = tuple(int(n) for n in row.get("asked", row["input"]).split("x"))
+        with torch.device(device):
+            case = build_case(row["kind"], row["module"], shape, device, timm_ok=True)
+        if case.ref is not None and "ref" in row and case.ref_name != row["ref"]:
+            raise RuntimeError(f"{path}: row {row['module']} was timed against {row.get('ref')!r}, "
+                               f"now built against {case.ref_name!r}")
+        cl = settings.get("channels_last", False)
+        ours = prepare(case.ours, case.inputs, device, cl)
+        ref = prepare(case.ref, case.ref_inputs, device, cl) if case.ref is not None and "ref" in row else None
+        row.update(memory_columns(ours, ref, amp))
+        data["summary"] = summary(data["rows"])
+        path.write_text(json.dumps(data, indent=1) + "\n")
+        print(row["module"], row["input"], {k: row[k] for k in ("saved MB", "ref saved MB", "mem ratio") if k in row},
+              flush=True)
+    return todo
 
 
 def select(kind: str, only, twins: bool = False) -> list[str]:
@@ -398,14 +466,19 @@ def run(kinds, only, device, reps, amp=None, channels_last=False, smoke=False, o
 
 
 def summary(rows: list[dict]) -> dict:
-    """Median ours/timm ratio, and the rows slower than timm by more than 5 % beyond their own A/A noise."""
+    """Median ours/timm ratio, and the rows slower than timm by more than 5 % beyond their own A/A noise; the
+    median memory ratio and the rows that save over 2 % more activation memory than timm's."""
     timm_rows = [r for r in rows if str(r.get("ref", "")).startswith("timm")]
     aa = [abs(r["aa"] - 1) for r in rows if "aa" in r]
     slow = [f"{r['module']} {r['input']}" for r in timm_rows if r["ratio"] > 1.05 + abs(r["aa"] - 1)]
+    mem = [r["mem ratio"] for r in timm_rows if "mem ratio" in r]
     return {"timm rows": len(timm_rows),
             "median ratio vs timm": round(statistics.median(r["ratio"] for r in timm_rows), 3) if timm_rows else None,
             "slower than timm beyond noise": slow,
-            "median |A/A - 1|": round(statistics.median(aa), 3) if aa else None}
+            "median |A/A - 1|": round(statistics.median(aa), 3) if aa else None,
+            "median saved-memory ratio vs timm": round(statistics.median(mem), 3) if mem else None,
+            "more memory than timm (> 2 %)": [f"{r['module']} {r['input']}" for r in timm_rows
+                                              if r.get("mem ratio", 0) > 1.02]}
 
 
 def settings_of(args, device) -> dict:
@@ -447,12 +520,18 @@ def main(argv=None):
                         help="keep the rows already in --out that were measured with the same settings (errors are "
                              "retried) and time only the others: a long run can be done in pieces")
     parser.add_argument("--minutes", type=float, help="start no new row after this many minutes (then --resume)")
+    parser.add_argument("--add-memory", action="store_true",
+                        help="time nothing: fill the memory columns of the rows of --out that lack them")
     parser.add_argument("--plan", action="store_true",
                         help="time nothing: list the rows still to run and estimate their wall time from --out")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[args.amp]
     settings = settings_of(args, device)
+    if args.add_memory:
+        if not (args.out and args.out.exists()):
+            parser.error("--add-memory needs an existing --out file")
+        return add_memory(args.out, device)
     start = time.time()
     previous = []
     if (args.resume or args.plan) and args.out and args.out.exists():

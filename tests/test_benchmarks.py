@@ -2,6 +2,7 @@
 import importlib.util
 import json
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,7 @@ def test_row_pairs_each_reference_run_with_the_mean_of_ours_around_it(monkeypatc
     bench = _load("bench")
     times = [[1.0, 2.0, 9.0], [2.0, 3.0, 2.0], [3.0, 4.0, 1.0]]  # [slot][rep]: ours, timm, ours again
     monkeypatch.setattr(bench, "time_interleaved", lambda *args, **kwargs: times)
+    monkeypatch.setattr(bench, "memory_columns", lambda *args, **kwargs: {})  # the modules here take no input
     import torch.nn as nn
     case = bench.Case("model", "m", (1, 1, 2, 2), nn.Linear(2, 2), (), ref=nn.Linear(2, 2), ref_name="timm x")
     row = bench.measure(case, "cpu", reps=3)
@@ -95,3 +97,41 @@ def test_a_twin_fixed_to_one_size_is_timed_with_ours_at_that_size():
     assert bench.key_of(row) == bench.row_key("model", "efficientformer_l1", (1, 3, 32, 32))
     plain = bench.model_case("resnet18", (1, 3, 32, 32), "cpu", timm_ok=True)  # a twin that takes the size
     assert plain.shape == (1, 3, 32, 32) and plain.asked is None and plain.ref_name == "timm resnet18"
+
+
+def test_saved_bytes_counts_each_saved_activation_once_and_not_weights_or_inputs():
+    import torch
+    import torch.nn as nn
+
+    bench = _load("bench")
+    x = torch.randn(2, 4, requires_grad=True)
+    # Linear saves its input and weight (left out); ReLU saves its (2, 8) float32 output: 64 bytes
+    assert bench.saved_bytes(nn.Sequential(nn.Linear(4, 8), nn.ReLU()), (x,)) == 2 * 8 * 4
+
+    class Square(nn.Module):
+        def forward(self, x):
+            y = x.exp()  # exp saves its output y; y * y saves y twice: one storage
+            self.output = weakref.ref(y)
+            return y * y
+
+    square = Square()
+    assert bench.saved_bytes(square, (x,)) == 2 * 4 * 4
+    assert square.output() is None  # the graph and what it saved are gone (a long --add-memory run stays bounded)
+
+
+def test_memory_columns_are_added_to_rows_timed_without_them(tmp_path):
+    bench = _load("bench")
+    out = tmp_path / "r.json"
+    args = ["--device", "cpu", "--smoke", "--reps", "1", "--kinds", "attention", "--only", "cbam", "--out", str(out)]
+    row = bench.main(args)["rows"][0]
+    assert row["ref"] == "timm" and row["saved MB"] > 0 and row["ref saved MB"] > 0
+    assert abs(row["mem ratio"] - row["saved MB"] / row["ref saved MB"]) < 0.05  # the ratio is of unrounded bytes
+    data = json.loads(out.read_text())
+    for key in ("saved MB", "ref saved MB", "mem ratio"):
+        del data["rows"][0][key]
+    out.write_text(json.dumps(data))
+    assert [r["module"] for r in bench.main(args + ["--add-memory"])] == ["cbam"]
+    again = json.loads(out.read_text())["rows"][0]
+    assert {k: again[k] for k in ("saved MB", "ref saved MB", "mem ratio")} == {
+        k: row[k] for k in ("saved MB", "ref saved MB", "mem ratio")}
+    assert bench.main(args + ["--add-memory"]) == []  # nothing left to fill
