@@ -77,6 +77,8 @@ NOT_ATTENTION = ("attn_layer", "attn_kwargs", "attn_site", "attn_stages", "attn_
                  "fuse_layer", "fuse_stages", "block")
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # --amp (and a row's settings["amp"]) -> autocast dtype
+
 # How ``measure`` turns repetitions into ``ms``, ``ratio`` and ``aa`` (module docstring); rows measured otherwise
 # (files without it: ours = the first slot only, medians of slots) are not resumed.
 ESTIMATOR = "aba-paired"
@@ -272,10 +274,18 @@ def _required_args(block: nn.Module) -> int:
                if p.default is p.empty and p.kind is p.POSITIONAL_OR_KEYWORD)
 
 
+def _leaves(t) -> list[torch.Tensor]:
+    """The tensors of a (nested) tuple or list of inputs (pyramid levels), in order."""
+    return [u for v in t for u in _leaves(v)] if isinstance(t, (list, tuple)) else [t]
+
+
+def _forward(module, inputs, amp):
+    with torch.autocast(_leaves(inputs)[0].device.type, dtype=amp, enabled=amp is not None):
+        return module(*inputs)
+
+
 def _step(module, inputs, amp):
-    device = (inputs[0][0] if isinstance(inputs[0], (list, tuple)) else inputs[0]).device
-    with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-        out = module(*inputs)
+    out = _forward(module, inputs, amp)
     out = out[0] if isinstance(out, (tuple, list)) else out
     out.float().sum().backward()
 
@@ -334,10 +344,7 @@ def saved_bytes(module: nn.Module, inputs, amp=None) -> int:
     """Bytes of the distinct storages one training forward saves for its backward: the activation memory a
     training step holds at its peak, without the parameters, buffers and inputs (which exist anyway). Exact and
     the same on every device, so ours / reference needs no repetitions."""
-    def leaves(t):
-        return [u for v in t for u in leaves(v)] if isinstance(t, (list, tuple)) else [t]
-
-    own = {t.untyped_storage().data_ptr() for t in [*module.parameters(), *module.buffers(), *leaves(inputs)]}
+    own = {t.untyped_storage().data_ptr() for t in [*module.parameters(), *module.buffers(), *_leaves(inputs)]}
     saved: dict[int, int] = {}
 
     def pack(t):
@@ -346,10 +353,8 @@ def saved_bytes(module: nn.Module, inputs, amp=None) -> int:
             saved[storage.data_ptr()] = storage.nbytes()
         return t.detach()  # not t itself: an op's saved output would hold its own graph (a leak C++ GC can't see)
 
-    device = leaves(inputs)[0].device
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
-            out = module(*inputs)
+        out = _forward(module, inputs, amp)
     del out  # frees the graph and what it saved
     return sum(saved.values())
 
@@ -395,7 +400,7 @@ def add_memory(path: Path, device) -> list[dict]:
     todo = [r for r in data["rows"] if "ms" in r and "saved MB" not in r]
     for row in todo:
         settings = row.get("settings", {})
-        amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.get("amp"))
+        amp = AMP_DTYPES.get(settings.get("amp"))
         shape = tuple(int(n) for n in row.get("asked", row["input"]).split("x"))
         with torch.device(device):
             case = build_case(row["kind"], row["module"], shape, device, timm_ok=True)
@@ -526,7 +531,7 @@ def main(argv=None):
                         help="time nothing: list the rows still to run and estimate their wall time from --out")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
-    amp = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[args.amp]
+    amp = AMP_DTYPES.get(args.amp)
     settings = settings_of(args, device)
     if args.add_memory:
         if not (args.out and args.out.exists()):
